@@ -1,0 +1,1 @@
+"""Serving runtime: onnxruntime, tokenizers, numpy, hnswlib and the ASGI app. Never torch."""

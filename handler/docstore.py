@@ -1,0 +1,70 @@
+"""Chunk texts, parent ids and metadata in SQLite, keyed by the hnswlib label."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DOCSTORE_NAME = "docstore.sqlite"
+SCHEMA = """
+CREATE TABLE chunks (
+    label INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    chunk INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX chunks_doc_id ON chunks (doc_id);
+"""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    label: int
+    doc_id: str
+    chunk: int
+    title: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passage(self) -> str:
+        """What both models read: title and text, as BEIR feeds them."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+def write_docstore(path: Path, chunks: Iterable[Chunk]) -> None:
+    path.unlink(missing_ok=True)
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA)
+        db.executemany(
+            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+            ((c.label, c.doc_id, c.chunk, c.title, c.text, json.dumps(c.metadata)) for c in chunks),
+        )
+    path.chmod(0o644)
+
+
+class DocStore:
+    """Read-only; one connection shared by request threads behind a lock."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            raise FileNotFoundError(f"doc store not found: {path}")
+        self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        self._lock = threading.Lock()
+
+    def fetch(self, labels: Sequence[int]) -> list[Chunk]:
+        """Chunks in the order of `labels`."""
+        if not len(labels):
+            return []
+        marks = ",".join("?" * len(labels))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM chunks WHERE label IN ({marks})", [int(x) for x in labels])
+            by_label = {row[0]: Chunk(*row[:5], metadata=json.loads(row[5])) for row in rows}
+        return [by_label[int(label)] for label in labels]

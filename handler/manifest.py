@@ -1,0 +1,68 @@
+"""Manifests that bind artifacts together: each model and the index record what they are."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+MANIFEST_NAME = "manifest.json"
+
+
+class ModelManifest(BaseModel):
+    """What `twostage export` wrote about one ONNX model; the runtime trusts only this file."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: Literal["bi", "cross"]
+    source: str
+    task: str
+    onnx_file: str
+    sha256: str
+    max_length: int
+    pad_id: int = 0
+    pooling: Literal["mean", "cls"] | None = None
+    normalize: bool = False
+    dims: int | None = None
+    quantization: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+
+
+class IndexManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    encoder_sha256: str
+    encoder_source: str
+    dims: int
+    count: int
+    space: str
+    M: int
+    ef_construction: int
+    ef: int
+    max_length: int
+    chunk_overlap: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path, model: type[BaseModel]):
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {directory}: run `twostage export` / `twostage index` first")
+    return model.model_validate_json(path.read_text())
+
+
+def write_manifest(directory: Path, data: BaseModel | dict) -> Path:
+    payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+    path = Path(directory) / MANIFEST_NAME
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,123 @@
+"""One ONNX Runtime core shared by the bi-encoder (embeddings) and the cross-encoder (scores).
+
+The index build and the query path both use these classes, so a passage is embedded the same way
+whether it was indexed offline or arrives in a request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from handler.manifest import ModelManifest, read_manifest
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity and the cgroup quota (Lambda, containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def make_session(path: Path, threads: int | None = None, providers: Sequence[str] | None = None):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+class OnnxModel:
+    """Tokenizer + session, both configured from our manifest (never from the tokenizer file's own
+    padding/truncation: the packaged MiniLM's tokenizer.json pads to 128 while the model uses 256)."""
+
+    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32):
+        self.model_dir = Path(model_dir)
+        self.manifest: ModelManifest = read_manifest(self.model_dir, ModelManifest)
+        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.manifest.max_length)
+        self.session = make_session(self.model_dir / self.manifest.onnx_file, threads)
+        self.input_names = {node.name for node in self.session.get_inputs()}
+        self.batch_size = batch_size
+
+    def _feeds(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """Pad to the longest sequence of this batch only (dynamic padding)."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.manifest.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+            types[row, : len(enc.ids)] = enc.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {name: value for name, value in feeds.items() if name in self.input_names}
+
+    def _run_sorted(self, encodings: list[Encoding], run_batch) -> np.ndarray:
+        """Run length-sorted batches (little padding per batch) and restore the input order."""
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        parts = []
+        for start in range(0, len(order), self.batch_size):
+            batch = [encodings[i] for i in order[start : start + self.batch_size]]
+            parts.append(run_batch(self._feeds(batch)))
+        out = np.concatenate(parts)
+        restored = np.empty_like(out)
+        restored[order] = out
+        return restored
+
+
+class Encoder(OnnxModel):
+    """Bi-encoder: texts → (n, dims) float32 embeddings, pooled and normalised as its manifest says."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.manifest.dims or 0), dtype=np.float32)
+        return self._run_sorted(self.tokenizer.encode_batch(list(texts)), self._embed_batch)
+
+    def _embed_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        hidden = self.session.run(None, feeds)[0]
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        if self.manifest.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if self.manifest.normalize:
+            pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return pooled.astype(np.float32)
+
+
+class CrossEncoder(OnnxModel):
+    """Cross-encoder: (query, passage) pairs → one relevance logit each."""
+
+    def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        pairs = self.tokenizer.encode_batch([(query, passage) for passage in passages])
+        return self._run_sorted(pairs, self._logit_batch)
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Served 0–1 score: sigmoid, after the manifest's Platt calibration when there is one."""
+        platt = (self.manifest.calibration or {}).get("platt")
+        if platt:
+            logits = platt["a"] * logits + platt["b"]
+        return sigmoid(logits)
+
+    def _logit_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))

@@ -1,0 +1,106 @@
+"""Request and response bodies of the HTTP API (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from handler.settings import MAX_RECALL_K, MAX_TOP_K
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or whitespace")
+    return value.strip()
+
+
+class SearchRequest(BaseModel):
+    # strict: "10" is not an int and true is not a number; extra: a typo like "topk" is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query: str = Field(description="the question or keywords")
+    recall_k: int | None = Field(None, ge=1, le=MAX_RECALL_K, description="stage-1 candidates to rerank")
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="results to return, at most recall_k")
+    floor: float | None = Field(None, ge=0.0, le=1.0, description="minimum relevance score to keep a result")
+
+    _query = field_validator("query")(_not_blank)
+
+
+class Hit(BaseModel):
+    id: str = Field(description="parent document id")
+    chunk: int = Field(description="chunk number within the document (0 when unchunked)")
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    score: float = Field(description="relevance, 0–1: sigmoid of the (calibrated) cross-encoder logit")
+    logit: float = Field(description="raw cross-encoder logit")
+    stage1_rank: int = Field(description="1-based rank in the stage-1 candidates")
+    stage1_similarity: float = Field(description="bi-encoder cosine similarity")
+
+
+class Timings(BaseModel):
+    embed_ms: float
+    ann_ms: float
+    fetch_ms: float
+    rerank_ms: float
+    floor_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[Hit]
+    refused: bool = Field(description="true when no candidate reached the floor: no evidence")
+    reason: str | None
+    floor: float
+    best_score: float | None
+    recall_k: int
+    top_k: int
+    candidates: int = Field(description="stage-1 candidates reranked")
+    timings: Timings
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """Cohere v2 rerank body; v1-style {"text": …} documents are accepted too."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    query: str
+    documents: list[str | RerankDocument] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    model: str | None = Field(None, description="accepted for Cohere compatibility; the deployed model answers")
+    return_documents: bool = False
+
+    _query = field_validator("query")(_not_blank)
+
+    def texts(self) -> list[str]:
+        return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    id: str
+    results: list[RerankResult]
+    meta: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    details: list[ErrorDetail] = []

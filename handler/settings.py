@@ -1,0 +1,44 @@
+"""Serving settings: env vars TWOSTAGE_* (ARTIFACTS_DIR too), mirrored by `twostage serve/query` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAX_RECALL_K = 1000
+MAX_TOP_K = 200
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+
+    artifacts_dir: Path = Field(
+        Path("artifacts"),
+        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
+        description="holds models/bi, models/cross and index",
+    )
+    recall_k: int = Field(100, ge=1, le=MAX_RECALL_K, description="default stage-1 candidates")
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="default results kept after reranking")
+    floor: float | None = Field(
+        None, ge=0.0, le=1.0, description="default relevance floor (unset: the reranker's calibrated floor, else 0)"
+    )
+    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (unset: CPUs available)")
+    rerank_batch_size: int = Field(32, ge=1, description="pairs per cross-encoder batch")
+    max_query_chars: int = Field(2048, ge=1, description="longest query accepted")
+    max_documents: int = Field(1000, ge=1, description="most documents accepted by /rerank")
+    max_document_chars: int = Field(20000, ge=1, description="longest document accepted by /rerank")
+    log_level: str = Field("INFO", description="logging level")
+
+    @property
+    def bi_dir(self) -> Path:
+        return self.artifacts_dir / "models" / "bi"
+
+    @property
+    def cross_dir(self) -> Path:
+        return self.artifacts_dir / "models" / "cross"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.artifacts_dir / "index"

@@ -1,0 +1,45 @@
+"""The prebuilt hnswlib index, refused when it was built with another encoder than the one served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from handler.manifest import IndexManifest, ModelManifest, read_manifest
+
+INDEX_NAME = "index.bin"
+
+
+class IndexMismatchError(RuntimeError):
+    pass
+
+
+def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path) -> None:
+    if index.encoder_sha256 != encoder.sha256:
+        raise IndexMismatchError(
+            f"index {index_dir} was built with bi-encoder sha256 {index.encoder_sha256} "
+            f"({index.encoder_source}), but the served bi-encoder is sha256 {encoder.sha256} "
+            f"({encoder.source}); rebuild it with `twostage index`"
+        )
+
+
+class VectorIndex:
+    def __init__(self, index_dir: Path, encoder: ModelManifest, threads: int = 1):
+        self.manifest: IndexManifest = read_manifest(index_dir, IndexManifest)
+        check_binding(self.manifest, encoder, index_dir)
+        self.index = hnswlib.Index(space=self.manifest.space, dim=self.manifest.dims)
+        self.index.load_index(str(index_dir / INDEX_NAME), max_elements=self.manifest.count)
+        # hnswlib searches with max(ef, k), so one ef serves every recall_k.
+        self.index.set_ef(self.manifest.ef)
+        self.index.set_num_threads(threads)
+
+    def __len__(self) -> int:
+        return self.manifest.count
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k labels and their cosine similarities, best first."""
+        k = min(k, len(self))
+        labels, distances = self.index.knn_query(vector.reshape(1, -1), k=k)
+        return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)

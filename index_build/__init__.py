@@ -1,0 +1,1 @@
+"""Build-time: corpus JSONL → chunks → embeddings (the serving encoder) → hnswlib + doc store."""

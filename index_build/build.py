@@ -1,0 +1,100 @@
+"""`twostage index`: embed every chunk with the serving encoder and write the index artifact."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from handler.docstore import DOCSTORE_NAME, Chunk, write_docstore
+from handler.manifest import IndexManifest, write_manifest
+from handler.onnx_model import Encoder, available_cpus
+from handler.vector_index import INDEX_NAME
+from index_build.corpus import Chunker, read_corpus
+from index_build.settings import IndexSettings
+
+
+def chunk_corpus(corpus: Path, encoder: Encoder, overlap: int) -> list[Chunk]:
+    tokenizer = Tokenizer.from_file(str(encoder.model_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    chunker = Chunker(tokenizer, encoder.manifest.max_length, overlap)
+    chunks: list[Chunk] = []
+    seen: set[str] = set()
+    for doc in read_corpus(corpus):
+        if doc.id in seen:
+            raise ValueError(f"{corpus}: duplicate document id {doc.id!r}")
+        seen.add(doc.id)
+        for number, piece in enumerate(chunker.pieces(doc)):
+            chunks.append(Chunk(len(chunks), doc.id, number, doc.title, piece, doc.metadata))
+    if not chunks:
+        raise ValueError(f"{corpus}: no documents")
+    return chunks
+
+
+def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int) -> np.ndarray:
+    vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
+    with tqdm(total=len(chunks), desc="embedding", unit="chunk") as bar:
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start : start + batch_size]
+            vectors[start : start + len(batch)] = encoder.embed([c.passage for c in batch])
+            bar.update(len(batch))
+    return vectors
+
+
+def build_hnsw(vectors: np.ndarray, settings: IndexSettings) -> hnswlib.Index:
+    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
+    index.init_index(
+        max_elements=len(vectors),
+        M=settings.hnsw_m,
+        ef_construction=settings.ef_construction,
+        random_seed=settings.seed,
+    )
+    index.add_items(vectors, np.arange(len(vectors)), num_threads=available_cpus())
+    index.set_ef(settings.ef_search)
+    return index
+
+
+def build_index(settings: IndexSettings) -> IndexManifest:
+    """Write index.bin, docstore.sqlite and manifest.json into <artifacts>/index atomically."""
+    started = time.perf_counter()
+    encoder = Encoder(settings.artifacts_dir / "models" / "bi", batch_size=32)
+    chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap)
+    vectors = embed_chunks(encoder, chunks, settings.embed_batch_size)
+    embed_seconds = time.perf_counter() - started
+    index = build_hnsw(vectors, settings)
+
+    target = settings.artifacts_dir / "index"
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    index.save_index(str(staging / INDEX_NAME))
+    write_docstore(staging / DOCSTORE_NAME, chunks)
+    docs = len({c.doc_id for c in chunks})
+    manifest = IndexManifest(
+        encoder_sha256=encoder.manifest.sha256,
+        encoder_source=encoder.manifest.source,
+        dims=vectors.shape[1],
+        count=len(chunks),
+        space="cosine",
+        M=settings.hnsw_m,
+        ef_construction=settings.ef_construction,
+        ef=settings.ef_search,
+        max_length=encoder.manifest.max_length,
+        chunk_overlap=settings.chunk_overlap,
+        pooling=encoder.manifest.pooling,
+        normalize=encoder.manifest.normalize,
+        corpus=str(settings.corpus),
+        documents=docs,
+        build_seconds=round(time.perf_counter() - started, 2),
+        docs_per_second=round(docs / embed_seconds, 1),
+    )
+    write_manifest(staging, manifest)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return manifest

@@ -1,0 +1,27 @@
+"""Index settings: env vars TWOSTAGE_*, mirrored by `twostage index` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_data" / "corpus.jsonl"
+
+
+class IndexSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+
+    corpus: Path = Field(SAMPLE_CORPUS, description="corpus JSONL: id (or _id), text, optional title, metadata")
+    artifacts_dir: Path = Field(
+        Path("artifacts"),
+        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
+        description="reads models/bi, writes index/",
+    )
+    hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
+    ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
+    ef_search: int = Field(128, ge=1, description="default ef stored with the index")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a long passage")
+    embed_batch_size: int = Field(64, ge=1, description="texts per encoder batch")
+    seed: int = Field(0, description="hnswlib random seed")

@@ -1,0 +1,31 @@
+"""Export settings: env vars TWOSTAGE_*, mirrored by `twostage export` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ExportSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore")
+
+    bi_model: str | None = Field(
+        None, description="bi-encoder: HF id or directory (default: packaged all-MiniLM-L6-v2)"
+    )
+    cross_model: str | None = Field(
+        None, description="cross-encoder: HF id or directory (default: MiniLM weights with an untrained head)"
+    )
+    models_dir: Path = Field(Path("artifacts/models"), description="writes <models_dir>/bi and <models_dir>/cross")
+    which: Literal["both", "bi", "cross"] = Field("both", description="which model(s) to export")
+    quantize: Literal["int8", "none"] = Field("int8", description="int8 = dynamic, per-channel weights")
+    target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = Field("avx2", description="int8 instruction target")
+    max_length: int | None = Field(None, ge=8, description="override the model's max tokens")
+    # Measured on all-MiniLM-L6-v2 int8 per-channel: mean .991, worst probe .967 (the one-word "ok").
+    min_cosine_mean: float = Field(0.985, description="bi parity gate: mean cosine to PyTorch over the probes")
+    min_cosine_min: float = Field(0.93, description="bi parity gate: worst single-probe cosine to PyTorch")
+    min_spearman: float = Field(0.9, description="cross parity gate: minimum Spearman to PyTorch")
+    max_score_delta: float = Field(0.05, description="cross parity gate: maximum |Δ sigmoid score|")
+    fp32_fallback: bool = Field(False, description="keep fp32 instead of failing when int8 misses the gate")

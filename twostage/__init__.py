@@ -1,0 +1,1 @@
+"""The `twostage` command line: export, index, serve, query."""

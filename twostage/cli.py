@@ -1,0 +1,136 @@
+"""`twostage` — one CLI; heavy imports (torch, optimum) happen only inside the subcommand that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from handler.settings import Settings
+from twostage.flags import add_settings_flags, settings_from_args
+
+
+def cmd_export(parser, args) -> int:
+    from model_export.export import ExportError, export_all
+    from model_export.settings import ExportSettings
+
+    settings = settings_from_args(parser, ExportSettings, args)
+    try:
+        manifests = export_all(settings)
+    except (ExportError, FileNotFoundError) as error:
+        print(f"twostage export: {error}", file=sys.stderr)
+        return 1
+    for kind, m in manifests.items():
+        size = m.size_bytes / 1e6
+        quant = m.quantization["dtype"] if m.quantization else "fp32"
+        print(f"{kind}: {quant} {size:.1f} MB in {m.export_seconds}s, parity {m.parity} → {settings.models_dir / kind}")
+    return 0
+
+
+def cmd_index(parser, args) -> int:
+    from index_build.build import build_index
+    from index_build.settings import IndexSettings
+
+    settings = settings_from_args(parser, IndexSettings, args)
+    try:
+        m = build_index(settings)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"twostage index: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"index: {m.documents} documents, {m.count} chunks in {m.build_seconds}s "
+        f"({m.docs_per_second} docs/s embedding) → {settings.artifacts_dir / 'index'}"
+    )
+    return 0
+
+
+def cmd_serve(parser, args) -> int:
+    import uvicorn
+
+    from handler.api import create_app
+    from handler.pipeline import Retriever
+
+    settings = settings_from_args(parser, Settings, args)
+    app = create_app(Retriever.from_settings(settings), settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _print_answer(answer: dict) -> None:
+    print(f"query: {answer['query']}")
+    print(f"floor {answer['floor']:.3f} · best score {answer['best_score']} · refused: {answer['refused']}")
+    if answer["refused"]:
+        print(f"  {answer['reason']}")
+    for rank, hit in enumerate(answer["results"], 1):
+        text = hit["text"] if len(hit["text"]) < 110 else hit["text"][:107] + "..."
+        print(
+            f"{rank:>3}. score {hit['score']:.3f} (stage-1 #{hit['stage1_rank']}, cos {hit['stage1_similarity']:.3f})"
+            f"  {hit['id']}  {hit['title']}\n       {text}"
+        )
+    print("timings (ms): " + ", ".join(f"{k[:-3]} {v}" for k, v in answer["timings"].items()))
+
+
+def cmd_query(parser, args) -> int:
+    """Answer one query through the Lambda entry point, with the event API Gateway would send."""
+    settings = settings_from_args(parser, Settings, args)
+    os.environ["ARTIFACTS_DIR"] = str(settings.artifacts_dir)
+    for name in ("recall_k", "top_k", "floor", "threads"):
+        if getattr(args, name) is not None:
+            os.environ[f"TWOSTAGE_{name.upper()}"] = str(getattr(settings, name))
+    from handler.lambda_function import handler
+    from twostage.events import http_api_event
+
+    response = handler(http_api_event("POST", "/search", {"query": args.text}), None)
+    body = json.loads(response["body"])
+    if args.json or response["statusCode"] != 200:
+        print(json.dumps(body, indent=2))
+    else:
+        _print_answer(body)
+    return 0 if response["statusCode"] == 200 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from index_build.settings import IndexSettings
+    from model_export.settings import ExportSettings
+
+    parser = argparse.ArgumentParser(prog="twostage", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    export = commands.add_parser("export", help="HF model (id or dir) → ONNX int8 with manifest and parity")
+    add_settings_flags(export, ExportSettings)
+    export.set_defaults(run=cmd_export, parser=export)
+
+    index = commands.add_parser("index", help="corpus JSONL → hnswlib index + doc store")
+    add_settings_flags(index, IndexSettings)
+    index.set_defaults(run=cmd_index, parser=index)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
+    add_settings_flags(serve, Settings)
+    serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("TWOSTAGE_PORT", "8000")), help="(env TWOSTAGE_PORT)"
+    )
+    serve.set_defaults(run=cmd_serve, parser=serve)
+
+    query = commands.add_parser("query", help="answer one query through the Lambda handler")
+    query.add_argument("text", help="the query")
+    query.add_argument("--json", action="store_true", help="print the raw response body")
+    add_settings_flags(query, Settings)
+    query.set_defaults(run=cmd_query, parser=query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    return args.run(args.parser, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
