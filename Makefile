@@ -1,0 +1,42 @@
+# README's two commands: `make demo` (offline, embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_QUERY ?= How much Veltrazine should a 7-year-old child take?
+
+# hnswlib has no wheel; without this it compiles with -march=native (not portable).
+export HNSWLIB_NO_NATIVE := 1
+# Offline by default: the packaged MiniLM and sample corpus need no hub.
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install artifacts demo test lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[build,server,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+artifacts/models/bi/manifest.json: $(STAMP)
+	$(BIN)/twostage export
+
+artifacts/index/manifest.json: artifacts/models/bi/manifest.json sample_data/corpus.jsonl
+	$(BIN)/twostage index
+
+artifacts: artifacts/index/manifest.json
+
+demo: artifacts
+	$(BIN)/twostage query "$(DEMO_QUERY)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf artifacts

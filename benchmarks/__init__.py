@@ -1,0 +1,1 @@
+"""Benchmarks print figures; they are never timed tests."""

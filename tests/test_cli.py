@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+import pytest
+
+from handler.settings import Settings
+from twostage.cli import build_parser
+from twostage.flags import settings_from_args
+
+
+def parse(argv):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.parser, args
+
+
+def test_env_vars_fill_options_and_flags_override_them(monkeypatch):
+    monkeypatch.setenv("TWOSTAGE_RECALL_K", "42")
+    monkeypatch.setenv("TWOSTAGE_TOP_K", "7")
+    monkeypatch.setenv("ARTIFACTS_DIR", "/srv/art")
+    sub, args = parse(["query", "q", "--top-k", "3"])
+    settings = settings_from_args(sub, Settings, args)
+    assert (settings.recall_k, settings.top_k, str(settings.artifacts_dir)) == (42, 3, "/srv/art")
+
+
+def test_bad_flag_value_is_a_usage_error_naming_the_flag(capsys):
+    sub, args = parse(["query", "q", "--recall-k", "zero"])
+    with pytest.raises(SystemExit) as exit_:
+        settings_from_args(sub, Settings, args)
+    assert exit_.value.code == 2
+    assert "--recall-k" in capsys.readouterr().err
+
+
+def test_every_settings_field_has_a_flag():
+    help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for name in Settings.model_fields:
+        assert "--" + name.replace("_", "-") in help_text
+        assert "TWOSTAGE_" + name.upper() in help_text
+
+
+def test_query_command_prints_a_ranked_answer(artifacts):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twostage.cli",
+            "query",
+            "What does error E240 mean?",
+            "--top-k",
+            "3",
+            "--artifacts-dir",
+            str(artifacts),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "  1. score" in result.stdout and "  3. score" in result.stdout and "timings (ms)" in result.stdout

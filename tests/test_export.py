@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+
+from handler.manifest import ModelManifest, read_manifest, sha256_file
+from handler.onnx_model import CrossEncoder, Encoder
+from model_export.export import ExportError, export_all
+from model_export.settings import ExportSettings
+from model_export.source import resolve_model_dir
+from tests.conftest import make_tiny_bert
+
+
+def test_bi_export_of_packaged_minilm_is_int8_per_channel_with_parity(artifacts):
+    bi = artifacts / "models" / "bi"
+    manifest = read_manifest(bi, ModelManifest)
+    assert manifest.quantization == {"dtype": "int8", "mode": "dynamic", "per_channel": True, "target": "avx2"}
+    assert manifest.sha256 == sha256_file(bi / "model.onnx")
+    assert (manifest.pooling, manifest.normalize, manifest.dims) == ("mean", True, 384)
+    # The sentence-transformers config (256) wins over the tokenizer file's fixed 128.
+    assert manifest.max_length == 256
+    assert manifest.parity["cosine_mean"] >= 0.985
+    assert manifest.parity["cosine_min"] >= 0.93
+    assert set(manifest.libraries) >= {"torch", "optimum", "onnxruntime"}
+
+
+def test_runtime_tokenizer_follows_manifest_not_tokenizer_file(artifacts):
+    bi = artifacts / "models" / "bi"
+    assert json.loads((bi / "tokenizer.json").read_text())["truncation"]["max_length"] == 128
+    encoder = Encoder(bi)
+    long_text = "word " * 600
+    assert len(encoder.tokenizer.encode(long_text).ids) == 256
+    assert len(encoder.tokenizer.encode("short").ids) == 3  # no padding to a fixed length
+
+
+def test_embeddings_are_normalised_and_order_preserving(artifacts):
+    encoder = Encoder(artifacts / "models" / "bi", batch_size=2)
+    texts = ["a much longer sentence about the weather in spring", "hi", "dose for children", "hi"]
+    together = encoder.embed(texts)
+    one_by_one = np.stack([encoder.embed([t])[0] for t in texts])
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(together, one_by_one, atol=1e-4)  # padding and sorting change nothing
+
+
+def test_tiny_cross_encoder_export(artifacts):
+    cross = artifacts / "models" / "cross"
+    manifest = read_manifest(cross, ModelManifest)
+    assert manifest.kind == "cross" and manifest.task == "text-classification"
+    assert {"spearman", "max_abs_delta_score"} <= set(manifest.parity)
+    logits = CrossEncoder(cross).logits("query", ["one passage", "another, longer passage of text"])
+    assert logits.shape == (2,) and np.isfinite(logits).all()
+
+
+def test_parity_gate_failure_is_a_clear_error(tmp_path):
+    source = make_tiny_bert(tmp_path / "src", for_cross=True)
+    settings = ExportSettings(models_dir=tmp_path / "out", which="cross", cross_model=str(source), max_score_delta=-1.0)
+    with pytest.raises(ExportError, match="parity gate: max_abs_delta_score"):
+        export_all(settings)
+    assert not (tmp_path / "out" / "cross").exists()
+
+
+def test_missing_local_model_directory_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        resolve_model_dir(str(tmp_path / "nope"))

@@ -1,0 +1,100 @@
+"""The Lambda entry point invoked with real API Gateway / Function URL event shapes."""
+
+import base64
+import json
+
+import pytest
+
+from handler.schemas import RerankResponse, SearchResponse
+from tests.conftest import load_event
+
+EVENTS = ["apigw_v1_rest.json", "apigw_v2_http.json", "lambda_function_url.json"]
+QUERY = "How much Veltrazine should a 7-year-old child take?"
+
+
+def invoke(handler, name, method, path, body=None):
+    response = handler(load_event(name, method, path, body), None)
+    return response["statusCode"], json.loads(response["body"]), response
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_search_answers_every_event_shape(lambda_handler, event):
+    status, body, response = invoke(
+        lambda_handler, event, "POST", "/search", {"query": QUERY, "recall_k": 20, "top_k": 5}
+    )
+    assert status == 200
+    assert "application/json" in (response.get("headers") or {}).get("content-type", "")
+    answer = SearchResponse.model_validate(body)
+    assert (answer.recall_k, answer.top_k, answer.candidates) == (20, 5, 20)
+    assert 1 <= len(answer.results) <= 5
+    scores = [hit.score for hit in answer.results]
+    assert scores == sorted(scores, reverse=True)
+    assert answer.best_score == scores[0]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
+    assert set(answer.timings.model_dump()) == {"embed_ms", "ann_ms", "fetch_ms", "rerank_ms", "floor_ms", "total_ms"}
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_floor_above_every_score_refuses(lambda_handler, event):
+    status, body, _ = invoke(lambda_handler, event, "POST", "/search", {"query": QUERY, "floor": 1.0})
+    assert status == 200
+    assert body["refused"] is True and body["results"] == []
+    assert body["best_score"] < 1.0 and "no evidence" in body["reason"]
+
+
+def test_floor_keeps_only_results_at_or_above_it(lambda_handler):
+    _, first, _ = invoke(lambda_handler, EVENTS[1], "POST", "/search", {"query": QUERY, "recall_k": 30, "top_k": 30})
+    scores = [h["score"] for h in first["results"]]
+    floor = scores[len(scores) // 2]
+    _, body, _ = invoke(
+        lambda_handler, EVENTS[1], "POST", "/search", {"query": QUERY, "recall_k": 30, "top_k": 30, "floor": floor}
+    )
+    assert body["refused"] is False and body["floor"] == floor
+    assert [h["score"] for h in body["results"]] == [s for s in scores if s >= floor]
+
+
+def test_base64_body_is_decoded(lambda_handler):
+    event = load_event("lambda_function_url.json", "POST", "/search", None)
+    event["body"] = base64.b64encode(json.dumps({"query": QUERY, "top_k": 3}).encode()).decode()
+    event["isBase64Encoded"] = True
+    response = lambda_handler(event, None)
+    assert response["statusCode"] == 200 and len(json.loads(response["body"])["results"]) == 3
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_rerank_is_cohere_v2_compatible(lambda_handler, event):
+    documents = ["Veltrazine for children: 0.25 mg per kg.", "Water the fern weekly.", "Error E240."]
+    status, body, _ = invoke(
+        lambda_handler,
+        event,
+        "POST",
+        "/rerank",
+        {"model": "rerank-v3.5", "query": QUERY, "documents": documents, "top_n": 2},
+    )
+    assert status == 200
+    answer = RerankResponse.model_validate(body)
+    assert len(answer.results) == 2
+    assert answer.results[0].relevance_score >= answer.results[1].relevance_score
+    assert {r.index for r in answer.results} <= {0, 1, 2}
+    assert answer.meta["api_version"]["version"] == "2"
+
+
+def test_rerank_returns_documents_when_asked(lambda_handler):
+    _, body, _ = invoke(
+        lambda_handler,
+        EVENTS[1],
+        "POST",
+        "/rerank",
+        {"query": "q", "documents": [{"text": "a"}, "b"], "return_documents": True},
+    )
+    assert sorted(r["document"]["text"] for r in body["results"]) == ["a", "b"]
+
+
+def test_health_and_openapi(lambda_handler, artifacts):
+    status, body, _ = invoke(lambda_handler, EVENTS[0], "GET", "/health")
+    assert status == 200 and body["status"] == "ok"
+    assert body["index"]["documents"] == 220
+    assert body["bi"]["quantization"]["dtype"] == "int8"
+    status, spec, _ = invoke(lambda_handler, EVENTS[1], "GET", "/openapi.json")
+    assert status == 200 and {"/search", "/rerank", "/health"} <= set(spec["paths"])
