@@ -39,7 +39,11 @@ def test_embeddings_are_normalised_and_order_preserving(artifacts):
     together = encoder.embed(texts)
     one_by_one = np.stack([encoder.embed([t])[0] for t in texts])
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(together, one_by_one, atol=1e-4)  # padding and sorting change nothing
+    # Dynamic int8 picks activation scales per batch, so batch-mates move an embedding slightly (cosine ≈ .99)
+    # but never swap it with another text's: sorting and padding are undone correctly.
+    similarity = together @ one_by_one.T
+    assert (np.diag(similarity) > 0.98).all()
+    assert [texts[i] for i in similarity.argmax(axis=1)] == texts
 
 
 def test_tiny_cross_encoder_export(artifacts):
@@ -54,7 +58,7 @@ def test_tiny_cross_encoder_export(artifacts):
 def test_parity_gate_failure_is_a_clear_error(tmp_path):
     source = make_tiny_bert(tmp_path / "src", for_cross=True)
     settings = ExportSettings(models_dir=tmp_path / "out", which="cross", cross_model=str(source), max_score_delta=-1.0)
-    with pytest.raises(ExportError, match="parity gate: max_abs_delta_score"):
+    with pytest.raises(ExportError, match=r"parity gate: .*max_abs_delta_score [\d.e-]+ \(needs ≤ -1.0\)"):
         export_all(settings)
     assert not (tmp_path / "out" / "cross").exists()
 
