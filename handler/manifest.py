@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 MANIFEST_NAME = "manifest.json"
+HEAD_FILE = "twostage_head.json"  # mean-pooled linear head of our own cross-encoders
 
 
 class ModelManifest(BaseModel):
@@ -29,6 +30,7 @@ class ModelManifest(BaseModel):
     dims: int | None = None
     quantization: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    head_file: str | None = None
 
 
 class IndexManifest(BaseModel):

@@ -6,6 +6,7 @@ whether it was indexed offline or arrives in a request.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -89,18 +90,22 @@ class Encoder(OnnxModel):
 
     def _embed_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         hidden = self.session.run(None, feeds)[0]
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
-        if self.manifest.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        pooled = hidden[:, 0] if self.manifest.pooling == "cls" else mean_pool(hidden, feeds["attention_mask"])
         if self.manifest.normalize:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
 
 
 class CrossEncoder(OnnxModel):
-    """Cross-encoder: (query, passage) pairs → one relevance logit each."""
+    """Cross-encoder: (query, passage) pairs → one relevance logit each. Either a classification graph
+    (logits out) or our own: token states out, then the mean-pooled linear head from `head_file`."""
+
+    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32):
+        super().__init__(model_dir, threads, batch_size)
+        self.head = None
+        if self.manifest.head_file:
+            head = json.loads((self.model_dir / self.manifest.head_file).read_text())
+            self.head = (np.asarray(head["weight"], dtype=np.float32), np.float32(head["bias"]))
 
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
@@ -116,7 +121,16 @@ class CrossEncoder(OnnxModel):
         return sigmoid(logits)
 
     def _logit_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
+        out = self.session.run(None, feeds)[0]
+        if self.head is not None:
+            weight, bias = self.head
+            return (mean_pool(out, feeds["attention_mask"]) @ weight + bias).astype(np.float32)
+        return out.reshape(-1).astype(np.float32)
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    mask = attention_mask[..., None].astype(np.float32)
+    return (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

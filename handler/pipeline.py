@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handler.docstore import DOCSTORE_NAME, DocStore
+from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.onnx_model import CrossEncoder, Encoder, available_cpus
 from handler.schemas import Hit, SearchResponse, Timings
 from handler.settings import Settings
@@ -31,6 +31,20 @@ class _Clock:
 
     def timings(self) -> Timings:
         return Timings(**self.laps, total_ms=round((time.perf_counter() - self.start) * 1000, 2))
+
+
+def _hit(chunk: Chunk, score: float, logit: float, stage1_index: int, similarity: float) -> Hit:
+    return Hit(
+        id=chunk.doc_id,
+        chunk=chunk.chunk,
+        title=chunk.title,
+        text=chunk.text,
+        metadata=chunk.metadata,
+        score=float(score),
+        logit=float(logit),
+        stage1_rank=int(stage1_index) + 1,
+        stage1_similarity=float(similarity),
+    )
 
 
 @dataclass
@@ -63,46 +77,41 @@ class Retriever:
         log.warning("no calibrated floor with the reranker: nothing is refused (run `twostage calibrate`)")
         return 0.0, "none"
 
-    def search(self, query: str, recall_k: int, top_k: int, floor: float | None = None) -> SearchResponse:
-        floor = self.floor if floor is None else floor
-        clock = _Clock()
+    def recall(self, query: str, recall_k: int, clock: _Clock | None = None) -> tuple[list[Chunk], np.ndarray]:
+        """Stage 1: the recall_k nearest chunks and their cosine similarities, best first."""
+        clock = clock or _Clock()
         vector = self.encoder.embed([query])[0]
         clock.lap("embed")
         labels, similarities = self.index.search(vector, recall_k)
         clock.lap("ann")
         chunks = self.docs.fetch(labels)
         clock.lap("fetch")
+        return chunks, similarities
+
+    def score(self, query: str, chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`."""
         logits = self.cross.logits(query, [c.passage for c in chunks])
-        scores = self.cross.scores(logits)
+        return logits, self.cross.scores(logits)
+
+    def search(self, query: str, recall_k: int, top_k: int, floor: float | None = None) -> SearchResponse:
+        floor = self.floor if floor is None else floor
+        clock = _Clock()
+        chunks, similarities = self.recall(query, recall_k, clock)
+        logits, scores = self.score(query, chunks)
         clock.lap("rerank")
         order = np.argsort(-scores, kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
-        hits = [
-            Hit(
-                id=chunks[i].doc_id,
-                chunk=chunks[i].chunk,
-                title=chunks[i].title,
-                text=chunks[i].text,
-                metadata=chunks[i].metadata,
-                score=float(scores[i]),
-                logit=float(logits[i]),
-                stage1_rank=int(i) + 1,
-                stage1_similarity=float(similarities[i]),
-            )
-            for i in kept
-        ]
+        hits = [_hit(chunks[i], scores[i], logits[i], i, similarities[i]) for i in kept]
         clock.lap("floor")
         best = float(scores[order[0]]) if len(order) else None
-        refused = not hits
         reason = None
-        if refused:
-            reason = f"no evidence: no candidate reached the floor {floor:.3f}" + (
-                f" (best score {best:.3f})" if best is not None else ""
-            )
+        if not hits:
+            reason = f"no evidence: no candidate reached the floor {floor:.3f}"
+            reason += f" (best score {best:.3f})" if best is not None else ""
         return SearchResponse(
             query=query,
             results=hits,
-            refused=refused,
+            refused=not hits,
             reason=reason,
             floor=floor,
             best_score=best,
@@ -113,4 +122,5 @@ class Retriever:
         )
 
     def rerank(self, query: str, documents: list[str]) -> np.ndarray:
+        """Scores for caller-supplied documents (the /rerank endpoint)."""
         return self.cross.scores(self.cross.logits(query, documents))

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
         description="holds models/bi, models/cross and index",
     )
+    index_path: Path | None = Field(None, description="index directory (unset: <artifacts_dir>/index)")
     recall_k: int = Field(100, ge=1, le=MAX_RECALL_K, description="default stage-1 candidates")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="default results kept after reranking")
     floor: float | None = Field(
@@ -41,4 +42,4 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
-        return self.artifacts_dir / "index"
+        return self.index_path or self.artifacts_dir / "index"

@@ -69,7 +69,7 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     embed_seconds = time.perf_counter() - started
     index = build_hnsw(vectors, settings)
 
-    target = settings.artifacts_dir / "index"
+    target = settings.index_path or settings.artifacts_dir / "index"
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -19,6 +19,7 @@ class IndexSettings(BaseSettings):
         validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
         description="reads models/bi, writes index/",
     )
+    index_path: Path | None = Field(None, description="where to write the index (unset: <artifacts_dir>/index)")
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
     ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
     ef_search: int = Field(128, ge=1, description="default ef stored with the index")

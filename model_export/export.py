@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from handler.manifest import ModelManifest, sha256_file, write_manifest
+from handler.manifest import HEAD_FILE, ModelManifest, sha256_file, write_manifest
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
 from model_export.source import encoder_config, max_length_of, packaged_minilm_dir, resolve_model_dir
@@ -59,6 +59,11 @@ def derive_untrained_cross(bi_dir: Path, out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
+def task_of(kind: str, source_dir: Path) -> str:
+    """Our own cross-encoders export their token states; the mean-pooled head is applied at runtime."""
+    return "feature-extraction" if kind == "cross" and (source_dir / HEAD_FILE).is_file() else TASKS[kind]
+
+
 def _manifest(
     kind: str, source: str, source_dir: Path, onnx_path: Path, settings: ExportSettings, quantization: dict | None
 ) -> ModelManifest:
@@ -67,13 +72,15 @@ def _manifest(
     config = AutoConfig.from_pretrained(str(source_dir))
     max_length = settings.max_length or max_length_of(source_dir)
     fields: dict = {}
+    if (onnx_path.parent / HEAD_FILE).is_file():
+        fields = {"head_file": HEAD_FILE}
     if kind == "bi":
         enc = encoder_config(source_dir)
         fields = {"pooling": enc.pooling, "normalize": enc.normalize, "dims": config.hidden_size}
     return ModelManifest(
         kind=kind,
         source=source,
-        task=TASKS[kind],
+        task=task_of(kind, source_dir),
         onnx_file="model.onnx",
         sha256=sha256_file(onnx_path),
         size_bytes=onnx_path.stat().st_size,
@@ -85,12 +92,14 @@ def _manifest(
     )
 
 
-def _install(onnx_file: Path, work_dir: Path, target_dir: Path) -> Path:
+def _install(onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx_file, target_dir / "model.onnx")
     for name in RUNTIME_FILES:
         if (work_dir / name).is_file():
             shutil.copy(work_dir / name, target_dir / name)
+    if (source_dir / HEAD_FILE).is_file():
+        shutil.copy(source_dir / HEAD_FILE, target_dir / HEAD_FILE)
     return target_dir / "model.onnx"
 
 
@@ -104,13 +113,13 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"twostage-{kind}-") as tmp:
         work = Path(tmp)
-        fp32 = onnx_export(source_dir, work, TASKS[kind])
+        fp32 = onnx_export(source_dir, work, task_of(kind, source_dir))
         candidates = [(fp32, None)]
         if settings.quantize == "int8":
             quant = {"dtype": "int8", "mode": "dynamic", "per_channel": True, "target": settings.target}
             candidates.insert(0, (quantize_int8(work, settings.target), quant))
         for onnx_file, quantization in candidates:
-            installed = _install(onnx_file, work, target_dir)
+            installed = _install(onnx_file, work, source_dir, target_dir)
             manifest = _manifest(kind, source, source_dir, installed, settings, quantization)
             write_manifest(target_dir, manifest)
             report, failures = _check_parity(kind, source_dir, target_dir, settings)

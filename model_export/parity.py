@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from handler.manifest import HEAD_FILE
 from handler.onnx_model import CrossEncoder, Encoder, sigmoid
 
 _LONG = (
@@ -76,18 +77,30 @@ def bi_parity(source_dir: Path, onnx_dir: Path) -> dict:
     }
 
 
+def _torch_cross_encoder(source_dir: Path):
+    """The PyTorch original: our mean-pooled head model, or a stock sequence-classification model."""
+    from transformers import AutoModelForSequenceClassification
+
+    if (source_dir / HEAD_FILE).is_file():
+        from training.model import MeanPoolCrossEncoder
+
+        return MeanPoolCrossEncoder.load(source_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(str(source_dir)).eval()
+    return lambda **batch: model(**batch).logits
+
+
 def _torch_logits(source_dir: Path, max_length: int) -> np.ndarray:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(source_dir)).eval()
+    model = _torch_cross_encoder(source_dir)
     queries, passages = zip(*PROBE_PAIRS, strict=True)
     batch = tokenizer(
         list(queries), list(passages), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
     )
     with torch.inference_mode():
-        return model(**batch).logits.reshape(-1).numpy()
+        return model(**batch).reshape(-1).numpy()
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -46,6 +46,32 @@ def cmd_index(parser, args) -> int:
     return 0
 
 
+def cmd_eval(parser, args) -> int:
+    from evaluation.evaluate import evaluate_dataset, markdown
+    from evaluation.settings import EvalSettings
+
+    settings = settings_from_args(parser, EvalSettings, args)
+    try:
+        report = evaluate_dataset(settings)
+    except FileNotFoundError as error:
+        print(f"twostage eval: {error}", file=sys.stderr)
+        return 1
+    print(markdown(report))
+    return 0
+
+
+def cmd_train(parser, args) -> int:
+    from training.settings import TrainSettings
+    from training.train import train
+
+    settings = settings_from_args(parser, TrainSettings, args)
+    logging.getLogger("training").setLevel(logging.INFO)
+    summary = train(settings)
+    print(json.dumps({k: summary[k] for k in ("train_groups", "best_dev_mrr", "minutes", "history")}, indent=1))
+    print(f"model → {settings.output_dir}; export: twostage export --which cross --cross-model {settings.output_dir}")
+    return 0
+
+
 def cmd_serve(parser, args) -> int:
     import uvicorn
 
@@ -92,8 +118,10 @@ def cmd_query(parser, args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from evaluation.settings import EvalSettings
     from index_build.settings import IndexSettings
     from model_export.settings import ExportSettings
+    from training.settings import TrainSettings
 
     parser = argparse.ArgumentParser(prog="twostage", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -106,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="corpus JSONL → hnswlib index + doc store")
     add_settings_flags(index, IndexSettings)
     index.set_defaults(run=cmd_index, parser=index)
+
+    evaluate = commands.add_parser("eval", help="BEIR data → stage-1 and two-stage metrics (ranx)")
+    add_settings_flags(evaluate, EvalSettings)
+    evaluate.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
+    evaluate.set_defaults(run=cmd_eval, parser=evaluate)
+
+    train = commands.add_parser("train", help="fine-tune a cross-encoder on BEIR-format training data")
+    add_settings_flags(train, TrainSettings)
+    train.set_defaults(run=cmd_train, parser=train)
 
     serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
     add_settings_flags(serve, Settings)

@@ -1,0 +1,1 @@
+"""`twostage eval`: BEIR-format data through the serving pipeline, scored with ranx."""

@@ -1,0 +1,46 @@
+"""Read a BEIR-format directory: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class BeirData:
+    root: Path
+    queries: dict[str, str]  # only the queries judged in the split
+    qrels: dict[str, dict[str, int]]
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus.jsonl"
+
+
+def read_pairs(path: Path) -> dict[str, dict[str, int]]:
+    """query-id → {corpus-id: score} from a TSV with a header row (BEIR qrels, exclusion lists)."""
+    pairs: dict[str, dict[str, int]] = {}
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        next(reader, None)
+        for row in reader:
+            if len(row) >= 2:
+                pairs.setdefault(row[0], {})[row[1]] = int(row[2]) if len(row) > 2 else 1
+    return pairs
+
+
+def load_beir(root: Path, split: str) -> BeirData:
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    for needed in (root / "corpus.jsonl", root / "queries.jsonl", qrels_path):
+        if not needed.is_file():
+            raise FileNotFoundError(f"not a BEIR directory for split {split!r}: missing {needed}")
+    qrels = read_pairs(qrels_path)
+    queries = {}
+    with open(root / "queries.jsonl") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if str(row["_id"]) in qrels:
+                queries[str(row["_id"])] = row["text"]
+    return BeirData(root, queries, {q: qrels[q] for q in queries})

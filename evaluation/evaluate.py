@@ -1,0 +1,162 @@
+"""Every judged query through the serving pipeline's stages; metrics per stage with ranx."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from evaluation.beir import BeirData, load_beir, read_pairs
+from evaluation.settings import EvalSettings
+from handler.manifest import IndexManifest, ModelManifest, read_manifest
+from handler.pipeline import Retriever
+from handler.settings import Settings
+
+CUTOFFS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
+
+
+@dataclass
+class Runs:
+    """query → {doc: score} per stage; chunked documents count once (max over chunks)."""
+
+    stage1: dict[str, dict[str, float]] = field(default_factory=dict)
+    two_stage: dict[str, dict[str, float]] = field(default_factory=dict)
+    stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
+
+
+def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for doc, score in zip(doc_ids, scores, strict=True):
+        if doc not in best or score > best[doc]:
+            best[doc] = float(score)
+    return best
+
+
+def ensure_index(settings: EvalSettings) -> Path:
+    """Build an index over the data's corpus with our own index_build, or reuse a matching one."""
+    from index_build.build import build_index
+    from index_build.settings import IndexSettings
+
+    index_dir = settings.eval_dir / settings.data.resolve().name / "index"
+    encoder = read_manifest(settings.artifacts_dir / "models" / "bi", ModelManifest)
+    if (index_dir / "manifest.json").is_file():
+        built = read_manifest(index_dir, IndexManifest)
+        if built.encoder_sha256 == encoder.sha256 and built.corpus == str(settings.data / "corpus.jsonl"):
+            return index_dir
+    build_index(
+        IndexSettings(corpus=settings.data / "corpus.jsonl", artifacts_dir=settings.artifacts_dir, index_path=index_dir)
+    )
+    return index_dir
+
+
+def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, exclude: dict) -> Runs:
+    runs = Runs()
+    depth = max(settings.recall_k, settings.diagnose_depth)
+    for qid, text in tqdm(data.queries.items(), desc="queries", unit="q"):
+        chunks, similarities = retriever.recall(text, depth)
+        keep = [i for i, c in enumerate(chunks) if c.doc_id not in exclude.get(qid, {})]
+        chunks, similarities = [chunks[i] for i in keep], similarities[keep]
+        deep = _max_by_doc([c.doc_id for c in chunks], similarities)
+        runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
+        candidates = chunks[: settings.recall_k]
+        runs.stage1[qid] = _max_by_doc([c.doc_id for c in candidates], similarities[: settings.recall_k])
+        if settings.rerank:
+            _, scores = retriever.score(text, candidates)
+            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in candidates], scores)
+    return runs
+
+
+def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
+    from ranx import Qrels, Run, evaluate
+
+    names = list(dict.fromkeys([*CUTOFFS, f"recall@{recall_k}"]))
+    run = {q: docs for q, docs in run.items() if docs}  # refused queries score 0 (make_comparable)
+    scores = evaluate(Qrels.from_dict(qrels), Run.from_dict(run), names, make_comparable=True)
+    return {name: round(float(value), 4) for name, value in scores.items()}
+
+
+def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, depth: int) -> dict:
+    """Where relevant docs sat in stage 1, and the recall_k that would have caught 95% of them."""
+    positions = [ranks[q].get(doc, depth + 1) for q, docs in qrels.items() for doc, rel in docs.items() if rel > 0]
+    missed = sorted(p for p in positions if p > recall_k)
+    return {
+        "relevant": len(positions),
+        "missed": len(missed),
+        "missed_ranks": {
+            "min": missed[0] if missed else None,
+            "median": int(np.median(missed)) if missed else None,
+            "beyond_depth": sum(p > depth for p in missed),
+        },
+        "recall_k_for_95pct": int(np.percentile(positions, 95, method="higher")) if positions else None,
+        "depth": depth,
+    }
+
+
+def evaluate_dataset(settings: EvalSettings) -> dict:
+    data = load_beir(settings.data, settings.split)
+    if settings.max_queries:
+        data.queries = dict(list(data.queries.items())[: settings.max_queries])
+        data.qrels = {q: data.qrels[q] for q in data.queries}
+    exclude = read_pairs(settings.exclude) if settings.exclude else {}
+    index_dir = ensure_index(settings)
+    retriever = Retriever.from_settings(
+        Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, floor=settings.floor)
+    )
+    started = time.perf_counter()
+    runs = run_queries(retriever, data, settings, exclude)
+    qrels = {q: {d: r for d, r in docs.items() if d not in exclude.get(q, {})} for q, docs in data.qrels.items()}
+    report = {
+        "dataset": str(settings.data),
+        "split": settings.split,
+        "queries": len(data.queries),
+        "recall_k": settings.recall_k,
+        "excluded_pairs": sum(map(len, exclude.values())),
+        "models": {
+            kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))
+        },
+        "stage1": metrics(qrels, runs.stage1, settings.recall_k),
+        "recall_miss": recall_misses(qrels, runs.stage1_ranks, settings.recall_k, settings.diagnose_depth),
+    }
+    if settings.rerank:
+        floor = retriever.floor
+        floored = {q: {d: s for d, s in docs.items() if s >= floor} for q, docs in runs.two_stage.items()}
+        report["two_stage"] = metrics(qrels, runs.two_stage, settings.recall_k)
+        report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
+        report["floor"] = {
+            "value": floor,
+            "source": retriever.floor_source,
+            "refused_queries": sum(not docs for docs in floored.values()),
+        }
+    report["seconds_per_query"] = round((time.perf_counter() - started) / max(1, len(data.queries)), 4)
+    if settings.json_path:
+        settings.json_path.parent.mkdir(parents=True, exist_ok=True)
+        settings.json_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _describe(manifest: ModelManifest) -> dict:
+    return {
+        "source": manifest.source,
+        "sha256": manifest.sha256[:12],
+        "quantization": (manifest.quantization or {}).get("dtype", "fp32"),
+    }
+
+
+def markdown(report: dict) -> str:
+    stages = [s for s in ("stage1", "two_stage", "two_stage_floor") if s in report]
+    names = list(report["stage1"])
+    lines = [f"| stage | {' | '.join(names)} |", "| --- |" + " --- |" * len(names)]
+    lines += [f"| {s} | " + " | ".join(f"{report[s][n]:.4f}" for n in names) + " |" for s in stages]
+    miss = report["recall_miss"]
+    lines.append(
+        f"\n{report['queries']} queries; recall misses: {miss['missed']}/{miss['relevant']} relevant docs "
+        f"outside recall_k={report['recall_k']}; 95% caught by recall_k={miss['recall_k_for_95pct']}"
+    )
+    if "floor" in report:
+        f = report["floor"]
+        lines.append(f"floor {f['value']:.3f} ({f['source']}): {f['refused_queries']} queries refused")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""`twostage train`: fine-tune a cross-encoder (mean-pooled head, listwise loss) on BEIR-format data."""

@@ -1,0 +1,38 @@
+"""Training settings: env vars TWOSTAGE_*, mirrored by `twostage train` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+
+    data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with the training split")
+    train_split: str = Field("train", description="qrels split to train on (never the test split)")
+    base_model: str | None = Field(None, description="HF id or directory (default: packaged all-MiniLM-L6-v2)")
+    output_dir: Path = Field(Path("artifacts/trained/cross"), description="HF model directory written here")
+    artifacts_dir: Path = Field(
+        Path("artifacts"),
+        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
+        description="the exported bi-encoder mines hard negatives",
+    )
+    eval_dir: Path = Field(Path("artifacts/eval"), description="where the mining index is built or reused")
+    max_length: int = Field(256, ge=16, description="tokens per (query, passage) pair")
+    negatives: int = Field(7, ge=1, description="hard negatives per positive in each listwise group")
+    negatives_from: int = Field(
+        5, ge=1, description="first stage-1 rank to draw negatives from (skips likely false negatives)"
+    )
+    negatives_to: int = Field(60, ge=2, description="last stage-1 rank to draw negatives from")
+    pseudo_queries: int = Field(0, ge=0, description="extra title→text pairs from the corpus (weak supervision)")
+    groups_per_step: int = Field(2, ge=1, description="listwise groups per optimiser step")
+    epochs: int = Field(2, ge=1, description="passes over the training groups")
+    lr: float = Field(3e-5, gt=0, description="encoder learning rate")
+    head_lr: float = Field(1e-3, gt=0, description="learning rate of the new head")
+    warmup: float = Field(0.1, ge=0, le=1, description="fraction of steps with linear warm-up")
+    dev_fraction: float = Field(0.1, ge=0, lt=1, description="train queries held out for early stopping")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
+    seed: int = Field(13, description="random seed")

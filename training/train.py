@@ -1,0 +1,139 @@
+"""Fine-tune loop: listwise softmax over [positive, hard negatives], AdamW, warm-up, early stopping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+
+import torch
+from tqdm import tqdm
+
+from handler.onnx_model import available_cpus
+from model_export.source import packaged_minilm_dir, resolve_model_dir
+from training.data import Example, TrainingData, build_data, group
+from training.model import MeanPoolCrossEncoder
+from training.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+class Batcher:
+    """Tokenises listwise groups the way the runtime does (pair, longest-first truncation)."""
+
+    def __init__(self, tokenizer, settings: TrainSettings, passages: dict[str, str]):
+        self.tokenizer, self.settings, self.passages = tokenizer, settings, passages
+
+    def logits(self, model, examples: list[Example], rng: random.Random) -> torch.Tensor:
+        pairs = [p for ex in examples for p in group(ex, self.passages, self.settings.negatives, rng)]
+        queries, passages = zip(*pairs, strict=True)
+        batch = self.tokenizer(
+            list(queries),
+            list(passages),
+            truncation=True,
+            max_length=self.settings.max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        return model(**batch).view(len(examples), self.settings.negatives + 1)
+
+
+def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the positive (column 0) as the target class."""
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+
+
+@torch.no_grad()
+def dev_metrics(model, batcher: Batcher, dev: list[Example], seed: int) -> dict:
+    """Loss and MRR of the positive within fixed dev groups (same negatives every epoch)."""
+    if not dev:
+        return {}
+    model.eval()
+    rng = random.Random(seed)
+    losses, reciprocal = [], []
+    for start in range(0, len(dev), 8):
+        logits = batcher.logits(model, dev[start : start + 8], rng)
+        losses.append(listwise_loss(logits).item() * len(logits))
+        ranks = (logits > logits[:, :1]).sum(1) + 1
+        reciprocal += (1.0 / ranks.float()).tolist()
+    model.train()
+    return {"dev_loss": round(sum(losses) / len(dev), 4), "dev_mrr": round(sum(reciprocal) / len(dev), 4)}
+
+
+def _optimizer(model: MeanPoolCrossEncoder, settings: TrainSettings, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": settings.lr},
+            {"params": model.head.parameters(), "lr": settings.head_lr},
+        ],
+        weight_decay=0.01,
+    )
+    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup * total_steps), total_steps)
+    return optimizer, schedule
+
+
+def train(settings: TrainSettings) -> dict:
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(available_cpus())
+    rng = random.Random(settings.seed)
+    base = settings.base_model or str(packaged_minilm_dir())
+    base_dir = resolve_model_dir(base)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = MeanPoolCrossEncoder(AutoModel.from_pretrained(str(base_dir))).train()
+    data: TrainingData = build_data(settings)
+    batcher = Batcher(tokenizer, settings, data.passages)
+
+    steps_per_epoch = math.ceil(len(data.train) / settings.groups_per_step)
+    total = min(settings.epochs * steps_per_epoch, settings.max_steps or 10**9)
+    optimizer, schedule = _optimizer(model, settings, total)
+    history = [{"epoch": 0, **dev_metrics(model, batcher, data.dev, settings.seed)}]
+    best, step, started = history[0].get("dev_mrr", -1.0), 0, time.perf_counter()
+    log.info("constant-predictor loss: %.3f", math.log(settings.negatives + 1))
+    model.save(settings.output_dir, tokenizer, settings.max_length)
+    for epoch in range(1, settings.epochs + 1):
+        rng.shuffle(data.train)
+        running = []
+        bar = tqdm(range(0, len(data.train), settings.groups_per_step), desc=f"epoch {epoch}", unit="step")
+        for start in bar:
+            loss = listwise_loss(batcher.logits(model, data.train[start : start + settings.groups_per_step], rng))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{sum(running[-50:]) / len(running[-50:]):.3f}")
+            step += 1
+            if step >= total:
+                break
+        record = {
+            "epoch": epoch,
+            "steps": step,
+            "train_loss": round(sum(running) / len(running), 4),
+            **dev_metrics(model, batcher, data.dev, settings.seed),
+        }
+        history.append(record)
+        log.info("%s", record)
+        if record.get("dev_mrr", 0.0) > best or not data.dev:
+            best = record.get("dev_mrr", best)
+            model.save(settings.output_dir, tokenizer, settings.max_length)
+        if step >= total:
+            break
+    summary = {
+        "base_model": base,
+        "train_groups": len(data.train),
+        "dev_groups": len(data.dev),
+        "constant_predictor_loss": round(math.log(settings.negatives + 1), 4),
+        "history": history,
+        "best_dev_mrr": best,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "settings": json.loads(settings.model_dump_json()),
+    }
+    (settings.output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
