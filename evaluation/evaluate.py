@@ -57,16 +57,16 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
     runs = Runs()
     depth = max(settings.recall_k, settings.diagnose_depth)
     for qid, text in tqdm(data.queries.items(), desc="queries", unit="q"):
-        chunks, similarities = retriever.recall(text, depth)
+        chunks, candidates = retriever.recall(text, depth, settings.mode)
         keep = [i for i, c in enumerate(chunks) if c.doc_id not in exclude.get(qid, {})]
-        chunks, similarities = [chunks[i] for i in keep], similarities[keep]
-        deep = _max_by_doc([c.doc_id for c in chunks], similarities)
+        chunks, stage1_scores = [chunks[i] for i in keep], [candidates[i].score for i in keep]
+        deep = _max_by_doc([c.doc_id for c in chunks], stage1_scores)  # best first, so order = doc rank
         runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
-        candidates = chunks[: settings.recall_k]
-        runs.stage1[qid] = _max_by_doc([c.doc_id for c in candidates], similarities[: settings.recall_k])
+        top = chunks[: settings.recall_k]
+        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], stage1_scores[: settings.recall_k])
         if settings.rerank:
-            _, scores = retriever.score(text, candidates)
-            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in candidates], scores)
+            _, scores = retriever.score(text, top)
+            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], scores)
     return runs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,7 @@ class EvalSettings(BaseSettings):
         description="models/bi and models/cross to evaluate",
     )
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
+    mode: Literal["dense", "bm25", "hybrid"] = Field("dense", description="stage-1 mode")
     recall_k: int = Field(100, ge=1, description="stage-1 candidates reranked")
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")

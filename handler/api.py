@@ -83,7 +83,9 @@ def create_app(retriever: Retriever, settings: Settings) -> FastAPI:
     def search(body: SearchRequest) -> SearchResponse:
         _check_query(body.query, settings)
         recall_k, top_k = _resolve_k(body, settings)
-        return retriever.search(body.query, recall_k, top_k, body.floor)
+        if body.mode and body.mode not in retriever.modes:
+            raise FieldError("mode", f"{body.mode!r} needs a BM25 artifact this index lacks; available: dense")
+        return retriever.search(body.query, recall_k, top_k, body.floor, body.mode)
 
     @app.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
     def rerank(body: RerankRequest) -> RerankResponse:

@@ -46,6 +46,7 @@ class IndexManifest(BaseModel):
     ef: int
     max_length: int
     chunk_overlap: int
+    bm25: dict[str, Any] | None = None
 
 
 def sha256_file(path: Path) -> str:

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handler import fusion
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
+from handler.fusion import Candidate
 from handler.onnx_model import CrossEncoder, Encoder, available_cpus
 from handler.schemas import Hit, SearchResponse, Timings
 from handler.settings import Settings
+from handler.sparse_index import BM25Index
 from handler.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ class _Clock:
         return Timings(**self.laps, total_ms=round((time.perf_counter() - self.start) * 1000, 2))
 
 
-def _hit(chunk: Chunk, score: float, logit: float, stage1_index: int, similarity: float) -> Hit:
+def _hit(chunk: Chunk, candidate: Candidate, score: float, logit: float, stage1_index: int) -> Hit:
     return Hit(
         id=chunk.doc_id,
         chunk=chunk.chunk,
@@ -43,7 +46,9 @@ def _hit(chunk: Chunk, score: float, logit: float, stage1_index: int, similarity
         score=float(score),
         logit=float(logit),
         stage1_rank=int(stage1_index) + 1,
-        stage1_similarity=float(similarity),
+        stage1_score=candidate.score,
+        stage1_similarity=candidate.similarity,
+        found_by=candidate.found_by,
     )
 
 
@@ -53,8 +58,10 @@ class Retriever:
     cross: CrossEncoder
     index: VectorIndex
     docs: DocStore
+    bm25: BM25Index | None
     floor: float
     floor_source: str
+    settings: Settings
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
@@ -63,9 +70,21 @@ class Retriever:
         cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size)
         index = VectorIndex(settings.index_dir, encoder.manifest)
         docs = DocStore(settings.index_dir / DOCSTORE_NAME)
+        bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
         floor, source = cls._default_floor(settings, cross)
-        log.info("loaded %d chunks; %d threads; floor %.3f (%s)", len(index), threads, floor, source)
-        return cls(encoder, cross, index, docs, floor, source)
+        log.info(
+            "loaded %d chunks (bm25: %s); %d threads; floor %.3f (%s)", len(index), bool(bm25), threads, floor, source
+        )
+        return cls(encoder, cross, index, docs, bm25, floor, source, settings)
+
+    @property
+    def default_mode(self) -> str:
+        """The deployment's mode, or dense when the index carries no BM25 artifact."""
+        return self.settings.mode if self.settings.mode in self.modes else "dense"
+
+    @property
+    def modes(self) -> set[str]:
+        return {"dense", "bm25", "hybrid"} if self.bm25 else {"dense"}
 
     @staticmethod
     def _default_floor(settings: Settings, cross: CrossEncoder) -> tuple[float, str]:
@@ -77,31 +96,49 @@ class Retriever:
         log.warning("no calibrated floor with the reranker: nothing is refused (run `twostage calibrate`)")
         return 0.0, "none"
 
-    def recall(self, query: str, recall_k: int, clock: _Clock | None = None) -> tuple[list[Chunk], np.ndarray]:
-        """Stage 1: the recall_k nearest chunks and their cosine similarities, best first."""
+    def recall(
+        self, query: str, recall_k: int, mode: str, clock: _Clock | None = None
+    ) -> tuple[list[Chunk], list[Candidate]]:
+        """Stage 1: the best recall_k chunks by dense similarity, BM25, or both fused; best first."""
         clock = clock or _Clock()
-        vector = self.encoder.embed([query])[0]
-        clock.lap("embed")
-        labels, similarities = self.index.search(vector, recall_k)
-        clock.lap("ann")
-        chunks = self.docs.fetch(labels)
+        depth = (self.settings.hybrid_depth or recall_k) if mode == "hybrid" else recall_k
+        sides = {}
+        if mode in ("dense", "hybrid"):
+            vector = self.encoder.embed([query])[0]
+            clock.lap("embed")
+            sides["dense"] = self.index.search(vector, depth)
+            clock.lap("ann")
+        if mode in ("bm25", "hybrid"):
+            sides["bm25"] = self.bm25.search(query, depth)
+            clock.lap("bm25")
+        candidates = self._fuse(sides)[:recall_k] if mode == "hybrid" else fusion.single(sides)
+        clock.lap("fuse")
+        chunks = self.docs.fetch([c.label for c in candidates])
         clock.lap("fetch")
-        return chunks, similarities
+        return chunks, candidates
+
+    def _fuse(self, sides: fusion.Sides) -> list[Candidate]:
+        if self.settings.fusion == "weighted":
+            return fusion.weighted(sides, self.settings.dense_weight)
+        return fusion.reciprocal_rank(sides, self.settings.rrf_k)
 
     def score(self, query: str, chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`."""
         logits = self.cross.logits(query, [c.passage for c in chunks])
         return logits, self.cross.scores(logits)
 
-    def search(self, query: str, recall_k: int, top_k: int, floor: float | None = None) -> SearchResponse:
+    def search(
+        self, query: str, recall_k: int, top_k: int, floor: float | None = None, mode: str | None = None
+    ) -> SearchResponse:
         floor = self.floor if floor is None else floor
+        mode = mode or self.default_mode
         clock = _Clock()
-        chunks, similarities = self.recall(query, recall_k, clock)
+        chunks, candidates = self.recall(query, recall_k, mode, clock)
         logits, scores = self.score(query, chunks)
         clock.lap("rerank")
         order = np.argsort(-scores, kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
-        hits = [_hit(chunks[i], scores[i], logits[i], i, similarities[i]) for i in kept]
+        hits = [_hit(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
         clock.lap("floor")
         best = float(scores[order[0]]) if len(order) else None
         reason = None
@@ -117,6 +154,7 @@ class Retriever:
             best_score=best,
             recall_k=recall_k,
             top_k=top_k,
+            mode=mode,
             candidates=len(chunks),
             timings=clock.timings(),
         )

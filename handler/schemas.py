@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -23,6 +23,7 @@ class SearchRequest(BaseModel):
     recall_k: int | None = Field(None, ge=1, le=MAX_RECALL_K, description="stage-1 candidates to rerank")
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="results to return, at most recall_k")
     floor: float | None = Field(None, ge=0.0, le=1.0, description="minimum relevance score to keep a result")
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(None, description="stage-1 mode (default: deployment's)")
 
     _query = field_validator("query")(_not_blank)
 
@@ -36,15 +37,19 @@ class Hit(BaseModel):
     score: float = Field(description="relevance, 0–1: sigmoid of the (calibrated) cross-encoder logit")
     logit: float = Field(description="raw cross-encoder logit")
     stage1_rank: int = Field(description="1-based rank in the stage-1 candidates")
-    stage1_similarity: float = Field(description="bi-encoder cosine similarity")
+    stage1_score: float = Field(description="the stage-1 score: cosine (dense), BM25 (bm25) or fused (hybrid)")
+    stage1_similarity: float | None = Field(description="bi-encoder cosine, when the dense side found it")
+    found_by: list[str] = Field(description="stage-1 side(s) that retrieved it: dense, bm25")
 
 
 class Timings(BaseModel):
-    embed_ms: float
-    ann_ms: float
-    fetch_ms: float
-    rerank_ms: float
-    floor_ms: float
+    embed_ms: float = 0.0
+    ann_ms: float = 0.0
+    bm25_ms: float = 0.0
+    fuse_ms: float = 0.0
+    fetch_ms: float = 0.0
+    rerank_ms: float = 0.0
+    floor_ms: float = 0.0
     total_ms: float
 
 
@@ -57,6 +62,7 @@ class SearchResponse(BaseModel):
     best_score: float | None
     recall_k: int
     top_k: int
+    mode: str = Field(description="stage-1 mode used")
     candidates: int = Field(description="stage-1 candidates reranked")
     timings: Timings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,11 @@ class Settings(BaseSettings):
     )
     index_path: Path | None = Field(None, description="index directory (unset: <artifacts_dir>/index)")
     recall_k: int = Field(100, ge=1, le=MAX_RECALL_K, description="default stage-1 candidates")
+    mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="default stage-1 mode")
+    fusion: Literal["rrf", "weighted"] = Field("rrf", description="hybrid fusion: reciprocal rank or weighted scores")
+    rrf_k: int = Field(60, ge=1, description="RRF constant k")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="weighted fusion: dense share (BM25 gets the rest)")
+    hybrid_depth: int | None = Field(None, ge=1, description="candidates taken from each side (unset: recall_k)")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="default results kept after reranking")
     floor: float | None = Field(
         None, ge=0.0, le=1.0, description="default relevance floor (unset: the reranker's calibrated floor, else 0)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from importlib import metadata
 from pathlib import Path
 
 import hnswlib
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from handler.docstore import DOCSTORE_NAME, Chunk, write_docstore
 from handler.manifest import IndexManifest, write_manifest
 from handler.onnx_model import Encoder, available_cpus
+from handler.sparse_index import build_bm25
 from handler.vector_index import INDEX_NAME
 from index_build.corpus import Chunker, read_corpus
 from index_build.settings import IndexSettings
@@ -75,6 +77,19 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     staging.mkdir(parents=True)
     index.save_index(str(staging / INDEX_NAME))
     write_docstore(staging / DOCSTORE_NAME, chunks)
+    bm25 = None
+    if settings.bm25:
+        bm25 = {
+            "library": "bm25s",
+            "version": metadata.version("bm25s"),
+            "method": "lucene",
+            "k1": settings.bm25_k1,
+            "b": settings.bm25_b,
+            "stopwords": "en",
+            "stemmer": settings.bm25_stemmer or None,
+            "count": len(chunks),
+        }
+        build_bm25([c.passage for c in chunks], staging, bm25)
     docs = len({c.doc_id for c in chunks})
     manifest = IndexManifest(
         encoder_sha256=encoder.manifest.sha256,
@@ -90,6 +105,7 @@ def build_index(settings: IndexSettings) -> IndexManifest:
         pooling=encoder.manifest.pooling,
         normalize=encoder.manifest.normalize,
         corpus=str(settings.corpus),
+        bm25=bm25,
         documents=docs,
         build_seconds=round(time.perf_counter() - started, 2),
         docs_per_second=round(docs / embed_seconds, 1),

@@ -22,6 +22,7 @@ CASES = [
     ("/search", {"query": "q", "floor": 1.5}, 422, "floor"),
     ("/search", {"query": "q", "floor": "high"}, 422, "floor"),
     ("/search", {"query": "q", "topk": 3}, 422, "topk"),
+    ("/search", {"query": "q", "mode": "sparse"}, 422, "mode"),
     ("/search", [1, 2], 422, "body"),
     ("/search", "{not json", 400, "body"),
     ("/search", None, 422, "body"),

@@ -1,0 +1,67 @@
+"""The BM25 side of stage 1: a bm25s artifact over the same chunks (labels) as the hnswlib index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from handler.manifest import IndexManifest
+from handler.vector_index import IndexMismatchError
+
+BM25_DIR = "bm25"
+
+
+def bm25_tokenize(texts: list[str], settings: dict) -> list[list[str]]:
+    """One tokenizer for build and query: bm25s' regex split, stopwords, optional Snowball stemmer."""
+    import bm25s
+
+    stemmer = None
+    if settings.get("stemmer"):
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer(settings["stemmer"])
+    return bm25s.tokenize(
+        texts, stopwords=settings.get("stopwords"), stemmer=stemmer, return_ids=False, show_progress=False
+    )
+
+
+class BM25Index:
+    """Loaded only when the index manifest lists a BM25 artifact; checked against it like the dense side."""
+
+    def __init__(self, index_dir: Path, manifest: IndexManifest):
+        import bm25s
+
+        self.settings = manifest.bm25 or {}
+        self.bm25 = bm25s.BM25.load(str(index_dir / BM25_DIR), mmap=True, show_progress=False)
+        chunks = int(self.bm25.scores["num_docs"])
+        if chunks != manifest.count:
+            raise IndexMismatchError(
+                f"BM25 artifact in {index_dir} holds {chunks} chunks but the dense index "
+                f"{manifest.count}; rebuild with `twostage index`"
+            )
+        if self.settings.get("stemmer"):
+            import Stemmer
+
+            if self.settings["stemmer"] not in Stemmer.algorithms():
+                raise IndexMismatchError(f"BM25 artifact needs the {self.settings['stemmer']!r} stemmer")
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k labels and BM25 scores, best first; empty when no query term is in the vocabulary."""
+        tokens = bm25_tokenize([query], self.settings)[0]
+        ids = self.bm25.get_tokens_ids(tokens)
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores = self.bm25.get_scores_from_ids(ids)
+        k = min(k, int((scores > 0).sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return top.astype(np.int64), scores[top].astype(np.float32)
+
+
+def build_bm25(passages: list[str], target: Path, settings: dict) -> None:
+    import bm25s
+
+    bm25 = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["method"])
+    bm25.index(bm25_tokenize(passages, settings), show_progress=False)
+    bm25.save(str(target / BM25_DIR), show_progress=False)
