@@ -114,6 +114,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "split": settings.split,
         "queries": len(data.queries),
         "recall_k": settings.recall_k,
+        "mode": settings.mode,
         "excluded_pairs": sum(map(len, exclude.values())),
         "models": {
             kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))

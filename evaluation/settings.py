@@ -28,3 +28,26 @@ class EvalSettings(BaseSettings):
     rerank: bool = Field(True, description="also score stage 1 + rerank")
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
+
+
+class CalibrateSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+
+    data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with labelled queries")
+    split: str = Field("train", description="split to fit on (its dev queries when the reranker recorded them)")
+    dev_only: bool = Field(True, description="fit only on the dev queries held out at training time")
+    eval_split: str | None = Field("test", description="split to report in-domain refusal on (empty: skip)")
+    ood_data: Path | None = Field(None, description="another BEIR directory: out-of-domain refusal, both ways")
+    ood_split: str = Field("test", description="split of ood_data whose queries are used")
+    artifacts_dir: Path = Field(
+        Path("artifacts"),
+        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
+        description="calibration is written into <artifacts_dir>/models/cross/manifest.json",
+    )
+    eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
+    candidates: int = Field(20, ge=1, description="stage-1 candidates labelled per query")
+    objective: Literal["answerable-refusal", "false-accept"] = Field(
+        "answerable-refusal", description="floor keeps answerable queries, or caps non-relevant pairs let through"
+    )
+    target: float = Field(0.05, gt=0, lt=1, description="allowed share: answerable queries refused / false accepts")
+    traces: Path | None = Field(None, description="JSONL of logged score traces instead of labelled pairs")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 MANIFEST_NAME = "manifest.json"
 HEAD_FILE = "twostage_head.json"  # mean-pooled linear head of our own cross-encoders
+TRAINING_LOG = "twostage_training.json"  # how our own cross-encoders were trained (dev query ids included)
 
 
 class ModelManifest(BaseModel):

@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from handler.manifest import HEAD_FILE, ModelManifest, sha256_file, write_manifest
+from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
 from model_export.source import encoder_config, max_length_of, packaged_minilm_dir, resolve_model_dir
@@ -98,8 +98,9 @@ def _install(onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path
     for name in RUNTIME_FILES:
         if (work_dir / name).is_file():
             shutil.copy(work_dir / name, target_dir / name)
-    if (source_dir / HEAD_FILE).is_file():
-        shutil.copy(source_dir / HEAD_FILE, target_dir / HEAD_FILE)
+    for name in (HEAD_FILE, TRAINING_LOG):
+        if (source_dir / name).is_file():
+            shutil.copy(source_dir / name, target_dir / name)
     return target_dir / "model.onnx"
 
 

@@ -29,6 +29,7 @@ class TrainingData:
     passages: dict[str, str]
     train: list[Example]
     dev: list[Example]
+    dev_query_ids: list[str]
 
 
 def _stage1(settings: TrainSettings):
@@ -65,7 +66,7 @@ def build_data(settings: TrainSettings) -> TrainingData:
             (dev if qid in dev_ids else train).append(Example(data.queries[qid], doc, pool))
     train += pseudo_examples(corpus, settings, stage1, rng)
     rng.shuffle(train)
-    return TrainingData(passages, train, dev)
+    return TrainingData(passages, train, dev, sorted(dev_ids))
 
 
 def pseudo_examples(corpus: dict, settings: TrainSettings, stage1, rng: random.Random) -> list[Example]:

@@ -11,6 +11,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from handler.manifest import TRAINING_LOG
 from handler.onnx_model import available_cpus
 from model_export.source import packaged_minilm_dir, resolve_model_dir
 from training.data import Example, TrainingData, build_data, group
@@ -129,11 +130,12 @@ def train(settings: TrainSettings) -> dict:
         "base_model": base,
         "train_groups": len(data.train),
         "dev_groups": len(data.dev),
+        "dev_query_ids": data.dev_query_ids,
         "constant_predictor_loss": round(math.log(settings.negatives + 1), 4),
         "history": history,
         "best_dev_mrr": best,
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "settings": json.loads(settings.model_dump_json()),
     }
-    (settings.output_dir / "training_log.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (settings.output_dir / TRAINING_LOG).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -60,6 +60,21 @@ def cmd_eval(parser, args) -> int:
     return 0
 
 
+def cmd_calibrate(parser, args) -> int:
+    from evaluation.calibrate import calibrate
+    from evaluation.settings import CalibrateSettings
+
+    settings = settings_from_args(parser, CalibrateSettings, args)
+    try:
+        calibration = calibrate(settings)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"twostage calibrate: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(calibration, indent=2))
+    print(f"written to {settings.artifacts_dir / 'models' / 'cross' / 'manifest.json'} (the handler's default floor)")
+    return 0
+
+
 def cmd_train(parser, args) -> int:
     from training.settings import TrainSettings
     from training.train import train
@@ -118,7 +133,7 @@ def cmd_query(parser, args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evaluation.settings import EvalSettings
+    from evaluation.settings import CalibrateSettings, EvalSettings
     from index_build.settings import IndexSettings
     from model_export.settings import ExportSettings
     from training.settings import TrainSettings
@@ -139,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(evaluate, EvalSettings)
     evaluate.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
     evaluate.set_defaults(run=cmd_eval, parser=evaluate)
+
+    calibrate = commands.add_parser("calibrate", help="fit score calibration and pick the floor from data")
+    add_settings_flags(calibrate, CalibrateSettings)
+    calibrate.set_defaults(run=cmd_calibrate, parser=calibrate)
 
     train = commands.add_parser("train", help="fine-tune a cross-encoder on BEIR-format training data")
     add_settings_flags(train, TrainSettings)

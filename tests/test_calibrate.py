@@ -1,0 +1,56 @@
+"""`twostage calibrate` on the tiny generated BEIR data, writing into a copy of the artifacts."""
+
+import json
+import shutil
+
+import pytest
+
+from evaluation.calibrate import calibrate
+from evaluation.settings import CalibrateSettings
+from handler.manifest import ModelManifest, read_manifest
+from handler.pipeline import Retriever
+from handler.settings import Settings
+from tests.test_eval import tiny_beir  # noqa: F401  (fixture)
+
+
+@pytest.fixture()
+def own_artifacts(artifacts, tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts / "models", root / "models")
+    shutil.copytree(artifacts / "index", root / "index")
+    return root
+
+
+def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, tiny_beir, tmp_path):  # noqa: F811
+    other = shutil.copytree(tiny_beir, tmp_path / "other")
+    settings = CalibrateSettings(
+        data=tiny_beir,
+        split="test",
+        eval_split="test",
+        ood_data=other,
+        artifacts_dir=own_artifacts,
+        eval_dir=tmp_path / "eval",
+        candidates=10,
+    )
+    result = calibrate(settings)
+    assert set(result["platt"]) == {"a", "b"} and 0.0 <= result["floor"] <= 1.0
+    report = result["report"]
+    assert report["fitted_on"]["queries"] == 5 and report["keep_drop"]["pairs"] >= 5
+    assert 0.0 <= report["in_domain"]["answerable_refused"] <= 1.0
+    assert len(report["out_of_domain"]) == 2
+    stored = read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration
+    assert stored == result
+    retriever = Retriever.from_settings(Settings(artifacts_dir=own_artifacts))
+    assert (retriever.floor, retriever.floor_source) == (result["floor"], "calibration")
+    # The served score is the calibrated one: sigmoid(a * logit + b).
+    logits, scores = retriever.score("dose for children", retriever.docs.fetch([0, 1]))
+    a, b = result["platt"]["a"], result["platt"]["b"]
+    assert scores == pytest.approx(1 / (1 + __import__("numpy").exp(-(a * logits + b))), rel=1e-5)
+
+
+def test_calibration_from_score_traces_refuses_the_target_share(own_artifacts, tmp_path):
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps({"scores": [i / 100, i / 200]}) + "\n" for i in range(100)))
+    result = calibrate(CalibrateSettings(traces=traces, target=0.1, artifacts_dir=own_artifacts))
+    assert result["floor"] == pytest.approx(0.09)
+    assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration["floor"] == result["floor"]

@@ -1,0 +1,83 @@
+"""`twostage eval` on a tiny BEIR dataset generated from the sample corpus."""
+
+import json
+
+import pytest
+
+from evaluation.beir import load_beir
+from evaluation.evaluate import evaluate_dataset, markdown
+from evaluation.settings import EvalSettings
+from index_build.settings import SAMPLE_CORPUS
+
+QUERIES = {
+    "q1": ("How much Veltrazine should a 7-year-old child take?", "veltrazine-child-dose"),
+    "q2": ("what does error E240 mean on the ThermoLine X2", "thermoline-x2-e240"),
+    "q3": ("is marble pothos poisonous to my cat", "marble-pothos-safety"),
+    "q4": ("how often should I water an ember cactus", "ember-cactus-water"),
+    "q5": ("how does Corvadil work", "corvadil-mechanism"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_beir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-beir")
+    (root / "qrels").mkdir()
+    corpus = [json.loads(line) for line in SAMPLE_CORPUS.read_text().splitlines()]
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d["id"], "title": d["title"], "text": d["text"]}) + "\n" for d in corpus)
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": text}) + "\n" for q, (text, _) in QUERIES.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{doc}\t1\n" for q, (_, doc) in QUERIES.items())
+    )
+    return root
+
+
+def test_load_beir_reads_judged_queries(tiny_beir):
+    data = load_beir(tiny_beir, "test")
+    assert set(data.queries) == set(QUERIES) and data.qrels["q1"] == {"veltrazine-child-dose": 1}
+    with pytest.raises(FileNotFoundError, match="train"):
+        load_beir(tiny_beir, "train")
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_path, mode):
+    out = tmp_path / "report.json"
+    report = evaluate_dataset(
+        EvalSettings(
+            data=tiny_beir,
+            artifacts_dir=artifacts,
+            eval_dir=tmp_path / "eval",
+            recall_k=5,
+            diagnose_depth=50,
+            mode=mode,
+            json_path=out,
+        )
+    )
+    assert json.loads(out.read_text()) == report
+    for stage in ("stage1", "two_stage", "two_stage_floor"):
+        assert set(report[stage]) == {"ndcg@10", "mrr@10", "recall@10", "recall@100", "recall@5"}
+    assert report["stage1"]["ndcg@10"] > 0.6  # easy queries: the real MiniLM finds them
+    miss = report["recall_miss"]
+    assert miss["relevant"] == 5 and miss["missed"] == round((1 - report["stage1"]["recall@5"]) * 5)
+    assert miss["recall_k_for_95pct"] >= 1
+    assert "| stage1 |" in markdown(report) and report["mode"] == mode
+
+
+def test_excluded_pairs_leave_the_ranking(artifacts, tiny_beir, tmp_path):
+    exclude = tmp_path / "exclude.tsv"
+    exclude.write_text("query-id\tcorpus-id\nq1\tveltrazine-child-dose\n")
+    report = evaluate_dataset(
+        EvalSettings(
+            data=tiny_beir,
+            artifacts_dir=artifacts,
+            eval_dir=tmp_path / "eval",
+            exclude=exclude,
+            rerank=False,
+            recall_k=5,
+        )
+    )
+    assert report["excluded_pairs"] == 1 and "two_stage" not in report
+    assert report["recall_miss"]["relevant"] == 4

@@ -1,0 +1,51 @@
+"""`twostage train` smoke test: a few steps on a few pairs, then our own export of the result."""
+
+import json
+
+import numpy as np
+
+from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, read_manifest
+from handler.onnx_model import CrossEncoder
+from model_export.export import export_all
+from model_export.settings import ExportSettings
+from tests.conftest import make_tiny_bert
+from tests.test_eval import tiny_beir  # noqa: F401  (fixture)
+from training.settings import TrainSettings
+from training.train import train
+
+
+def test_train_a_few_steps_then_export(artifacts, tiny_beir, tmp_path):  # noqa: F811
+    base = make_tiny_bert(tmp_path / "base", for_cross=False)
+    out = tmp_path / "trained"
+    summary = train(
+        TrainSettings(
+            data=tiny_beir,
+            train_split="test",
+            base_model=str(base),
+            output_dir=out,
+            artifacts_dir=artifacts,
+            eval_dir=tmp_path / "eval",
+            max_length=64,
+            negatives=3,
+            negatives_from=1,
+            negatives_to=10,
+            groups_per_step=2,
+            dev_fraction=0.2,
+            epochs=1,
+            max_steps=2,
+            pseudo_queries=3,
+        )
+    )
+    assert summary["train_groups"] == 4 + 3 and summary["dev_groups"] == 1
+    assert summary["history"][-1]["steps"] == 2
+    log = json.loads((out / TRAINING_LOG).read_text())
+    assert len(log["dev_query_ids"]) == 1 and log["constant_predictor_loss"] == round(np.log(4), 4)
+    head = json.loads((out / HEAD_FILE).read_text())
+    assert head["pooling"] == "mean" and len(head["weight"]) == 32
+
+    export_all(ExportSettings(models_dir=tmp_path / "models", which="cross", cross_model=str(out), fp32_fallback=True))
+    manifest = read_manifest(tmp_path / "models" / "cross", ModelManifest)
+    assert manifest.head_file == HEAD_FILE and manifest.task == "feature-extraction"
+    assert (tmp_path / "models" / "cross" / TRAINING_LOG).is_file()
+    logits = CrossEncoder(tmp_path / "models" / "cross").logits("q", ["a", "b c d"])
+    assert logits.shape == (2,) and np.isfinite(logits).all()
