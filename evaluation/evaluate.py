@@ -41,14 +41,22 @@ def ensure_index(settings: EvalSettings) -> Path:
     from index_build.build import build_index
     from index_build.settings import IndexSettings
 
-    index_dir = settings.eval_dir / settings.data.resolve().name / "index"
+    name = settings.data.resolve().name + ("" if settings.chunking else "-nochunk")
+    index_dir = settings.eval_dir / name / "index"
     encoder = read_manifest(settings.artifacts_dir / "models" / "bi", ModelManifest)
     if (index_dir / "manifest.json").is_file():
         built = read_manifest(index_dir, IndexManifest)
-        if built.encoder_sha256 == encoder.sha256 and built.corpus == str(settings.data / "corpus.jsonl"):
+        same_corpus = built.corpus == str(settings.data / "corpus.jsonl")
+        same_chunking = getattr(built, "chunking", True) == settings.chunking
+        if built.encoder_sha256 == encoder.sha256 and same_corpus and same_chunking and built.bm25:
             return index_dir
     build_index(
-        IndexSettings(corpus=settings.data / "corpus.jsonl", artifacts_dir=settings.artifacts_dir, index_path=index_dir)
+        IndexSettings(
+            corpus=settings.data / "corpus.jsonl",
+            artifacts_dir=settings.artifacts_dir,
+            index_path=index_dir,
+            chunking=settings.chunking,
+        )
     )
     return index_dir
 

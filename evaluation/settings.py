@@ -22,6 +22,7 @@ class EvalSettings(BaseSettings):
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
     mode: Literal["dense", "bm25", "hybrid"] = Field("dense", description="stage-1 mode")
     recall_k: int = Field(100, ge=1, description="stage-1 candidates reranked")
+    chunking: bool = Field(True, description="chunk long documents (off: truncate, comparable with BEIR/MTEB)")
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")
     exclude: Path | None = Field(None, description="TSV query-id, corpus-id pairs removed from every ranking")

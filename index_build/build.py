@@ -21,7 +21,7 @@ from index_build.corpus import Chunker, read_corpus
 from index_build.settings import IndexSettings
 
 
-def chunk_corpus(corpus: Path, encoder: Encoder, overlap: int) -> list[Chunk]:
+def chunk_corpus(corpus: Path, encoder: Encoder, overlap: int, chunking: bool = True) -> list[Chunk]:
     tokenizer = Tokenizer.from_file(str(encoder.model_dir / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
@@ -32,7 +32,7 @@ def chunk_corpus(corpus: Path, encoder: Encoder, overlap: int) -> list[Chunk]:
         if doc.id in seen:
             raise ValueError(f"{corpus}: duplicate document id {doc.id!r}")
         seen.add(doc.id)
-        for number, piece in enumerate(chunker.pieces(doc)):
+        for number, piece in enumerate(chunker.pieces(doc) if chunking else [doc.text]):
             chunks.append(Chunk(len(chunks), doc.id, number, doc.title, piece, doc.metadata))
     if not chunks:
         raise ValueError(f"{corpus}: no documents")
@@ -66,7 +66,7 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     """Write index.bin, docstore.sqlite and manifest.json into <artifacts>/index atomically."""
     started = time.perf_counter()
     encoder = Encoder(settings.artifacts_dir / "models" / "bi", batch_size=32)
-    chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap)
+    chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap, settings.chunking)
     vectors = embed_chunks(encoder, chunks, settings.embed_batch_size)
     embed_seconds = time.perf_counter() - started
     index = build_hnsw(vectors, settings)
@@ -102,6 +102,7 @@ def build_index(settings: IndexSettings) -> IndexManifest:
         ef=settings.ef_search,
         max_length=encoder.manifest.max_length,
         chunk_overlap=settings.chunk_overlap,
+        chunking=settings.chunking,
         pooling=encoder.manifest.pooling,
         normalize=encoder.manifest.normalize,
         corpus=str(settings.corpus),

@@ -23,6 +23,7 @@ class IndexSettings(BaseSettings):
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
     ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")
     ef_search: int = Field(128, ge=1, description="default ef stored with the index")
+    chunking: bool = Field(True, description="cut long passages into windows (off: truncate, as BEIR/MTEB do)")
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks of a long passage")
     bm25: bool = Field(True, description="also build a BM25 (bm25s) artifact over the same chunks")
     bm25_stemmer: str | None = Field("english", description="Snowball stemmer language (PyStemmer); empty: none")

@@ -16,7 +16,8 @@ class ExportSettings(BaseSettings):
         None, description="bi-encoder: HF id or directory (default: packaged all-MiniLM-L6-v2)"
     )
     cross_model: str | None = Field(
-        None, description="cross-encoder: HF id or directory (default: MiniLM weights with an untrained head)"
+        None,
+        description="cross-encoder: HF id or directory (default: the bundled SciFact-trained reranker)",
     )
     models_dir: Path = Field(Path("artifacts/models"), description="writes <models_dir>/bi and <models_dir>/cross")
     which: Literal["both", "bi", "cross"] = Field("both", description="which model(s) to export")
