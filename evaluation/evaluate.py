@@ -61,17 +61,22 @@ def ensure_index(settings: EvalSettings) -> Path:
     return index_dir
 
 
+def _without(chunks, candidates, excluded: dict) -> tuple[list, list[float]]:
+    keep = [i for i, c in enumerate(chunks) if c.doc_id not in excluded]
+    return [chunks[i] for i in keep], [candidates[i].score for i in keep]
+
+
 def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, exclude: dict) -> Runs:
+    """Stage 1 exactly as served (recall_k), plus a deeper stage-1 search only to place recall misses."""
     runs = Runs()
     depth = max(settings.recall_k, settings.diagnose_depth)
     for qid, text in tqdm(data.queries.items(), desc="queries", unit="q"):
-        chunks, candidates = retriever.recall(text, depth, settings.mode)
-        keep = [i for i, c in enumerate(chunks) if c.doc_id not in exclude.get(qid, {})]
-        chunks, stage1_scores = [chunks[i] for i in keep], [candidates[i].score for i in keep]
-        deep = _max_by_doc([c.doc_id for c in chunks], stage1_scores)  # best first, so order = doc rank
+        excluded = exclude.get(qid, {})
+        deep_chunks, deep_scores = _without(*retriever.recall(text, depth, settings.mode), excluded)
+        deep = _max_by_doc([c.doc_id for c in deep_chunks], deep_scores)  # best first, so order = doc rank
         runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
-        top = chunks[: settings.recall_k]
-        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], stage1_scores[: settings.recall_k])
+        top, stage1_scores = _without(*retriever.recall(text, settings.recall_k, settings.mode), excluded)
+        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], stage1_scores)
         if settings.rerank:
             _, scores = retriever.score(text, top)
             runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], scores)

@@ -9,14 +9,13 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, read_manifest, sha256_file, write_manifest
+from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
 from model_export.source import encoder_config, max_length_of, packaged_minilm_dir, resolve_model_dir
 
 log = logging.getLogger(__name__)
 
-BUNDLED_RERANKER = Path(__file__).resolve().parent.parent / "models" / "scifact-minilm-cross"
 TASKS = {"bi": "feature-extraction", "cross": "text-classification"}
 RUNTIME_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt")
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
@@ -128,26 +127,32 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
     return manifest
 
 
-def install_bundled_reranker(target_dir: Path) -> ModelManifest:
-    """The project's own reranker ships already exported (int8 ONNX, manifest with parity and calibration)."""
-    manifest = read_manifest(BUNDLED_RERANKER, ModelManifest)
-    if sha256_file(BUNDLED_RERANKER / manifest.onnx_file) != manifest.sha256:
-        raise ExportError(f"{BUNDLED_RERANKER}: model file does not match its manifest's sha256")
-    shutil.rmtree(target_dir, ignore_errors=True)
-    shutil.copytree(BUNDLED_RERANKER, target_dir, ignore=shutil.ignore_patterns("README.md"))
-    return manifest
+def derive_untrained_cross(bi_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A cross-encoder from the bi-encoder's weights with a fresh one-logit head (not trained): the demo's
+    placeholder until a trained reranker passes the quality gate (docs/results.md)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_pretrained(str(bi_dir), num_labels=1).save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(bi_dir)).save_pretrained(out_dir)
+    shutil.copy(bi_dir / "sentence_bert_config.json", out_dir / "sentence_bert_config.json")
+    return out_dir
 
 
 def export_all(settings: ExportSettings) -> dict[str, ModelManifest]:
+    bi_source = settings.bi_model or str(packaged_minilm_dir())
+    bi_dir = resolve_model_dir(bi_source)
     done = {}
     if settings.which in ("both", "bi"):
-        bi_source = settings.bi_model or str(packaged_minilm_dir())
-        done["bi"] = export_model("bi", bi_source, resolve_model_dir(bi_source), settings.models_dir / "bi", settings)
+        done["bi"] = export_model("bi", bi_source, bi_dir, settings.models_dir / "bi", settings)
     if settings.which in ("both", "cross"):
         target = settings.models_dir / "cross"
         if settings.cross_model:
-            source_dir = resolve_model_dir(settings.cross_model)
-            done["cross"] = export_model("cross", settings.cross_model, source_dir, target, settings)
+            cross_dir = resolve_model_dir(settings.cross_model)
+            done["cross"] = export_model("cross", settings.cross_model, cross_dir, target, settings)
         else:
-            done["cross"] = install_bundled_reranker(target)
+            with tempfile.TemporaryDirectory(prefix="twostage-cross-src-") as tmp:
+                cross_dir = derive_untrained_cross(bi_dir, Path(tmp))
+                done["cross"] = export_model("cross", f"untrained-head:{bi_source}", cross_dir, target, settings)
     return done

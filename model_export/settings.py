@@ -17,7 +17,7 @@ class ExportSettings(BaseSettings):
     )
     cross_model: str | None = Field(
         None,
-        description="cross-encoder: HF id or directory (default: the bundled SciFact-trained reranker)",
+        description="cross-encoder: HF id or directory (default: MiniLM weights with an untrained head)",
     )
     models_dir: Path = Field(Path("artifacts/models"), description="writes <models_dir>/bi and <models_dir>/cross")
     which: Literal["both", "bi", "cross"] = Field("both", description="which model(s) to export")
