@@ -47,7 +47,9 @@ def test_query_command_prints_a_ranked_answer(artifacts):
             "query",
             "What does error E240 mean?",
             "--top-k",
-            "3",
+            "100",
+            "--recall-k",
+            "100",
             "--artifacts-dir",
             str(artifacts),
         ],
@@ -56,4 +58,5 @@ def test_query_command_prints_a_ranked_answer(artifacts):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "  1. score" in result.stdout and "  3. score" in result.stdout and "timings (ms)" in result.stdout
+    assert "  1. score" in result.stdout and "100. score" in result.stdout and "timings (ms)" in result.stdout
+    assert "via bm25)" in result.stdout and "via dense)" in result.stdout  # hybrid: one-sided hits print too

@@ -107,7 +107,7 @@ def _print_answer(answer: dict) -> None:
     for rank, hit in enumerate(answer["results"], 1):
         text = hit["text"] if len(hit["text"]) < 110 else hit["text"][:107] + "..."
         print(
-            f"{rank:>3}. score {hit['score']:.3f} (stage-1 #{hit['stage1_rank']}, cos {hit['stage1_similarity']:.3f})"
+            f"{rank:>3}. score {hit['score']:.3f} (stage-1 #{hit['stage1_rank']} via {'+'.join(hit['found_by'])})"
             f"  {hit['id']}  {hit['title']}\n       {text}"
         )
     print("timings (ms): " + ", ".join(f"{k[:-3]} {v}" for k, v in answer["timings"].items()))
