@@ -5,20 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
 
 
 class EvalSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+    model_config = SETTINGS_CONFIG
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory")
     split: str = Field("test", description="qrels split")
-    artifacts_dir: Path = Field(
-        Path("artifacts"),
-        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
-        description="models/bi and models/cross to evaluate",
-    )
+    artifacts_dir: Path = artifacts_dir_field("models/bi and models/cross to evaluate")
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
     mode: Literal["dense", "bm25", "hybrid"] = Field("dense", description="stage-1 mode")
     recall_k: int = Field(100, ge=1, description="stage-1 candidates reranked")
@@ -32,7 +30,7 @@ class EvalSettings(BaseSettings):
 
 
 class CalibrateSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+    model_config = SETTINGS_CONFIG
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with labelled queries")
     split: str = Field("train", description="split to fit on (its dev queries when the reranker recorded them)")
@@ -40,11 +38,7 @@ class CalibrateSettings(BaseSettings):
     eval_split: str | None = Field("test", description="split to report in-domain refusal on (empty: skip)")
     ood_data: Path | None = Field(None, description="another BEIR directory: out-of-domain refusal, both ways")
     ood_split: str = Field("test", description="split of ood_data whose queries are used")
-    artifacts_dir: Path = Field(
-        Path("artifacts"),
-        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
-        description="calibration is written into <artifacts_dir>/models/cross/manifest.json",
-    )
+    artifacts_dir: Path = artifacts_dir_field("calibration is written into <artifacts_dir>/models/cross/manifest.json")
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
     candidates: int = Field(20, ge=1, description="stage-1 candidates labelled per query")
     objective: Literal["answerable-refusal", "false-accept"] = Field(

@@ -8,18 +8,24 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
-
-    artifacts_dir: Path = Field(
+def artifacts_dir_field(description: str):
+    """ARTIFACTS_DIR (the Lambda contract) or TWOSTAGE_ARTIFACTS_DIR, the same for every command."""
+    return Field(
         Path("artifacts"),
         validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
-        description="holds models/bi, models/cross and index",
+        description=description,
     )
+
+
+class Settings(BaseSettings):
+    model_config = SETTINGS_CONFIG
+
+    artifacts_dir: Path = artifacts_dir_field("holds models/bi, models/cross and index")
     index_path: Path | None = Field(None, description="index directory (unset: <artifacts_dir>/index)")
     recall_k: int = Field(100, ge=1, le=MAX_RECALL_K, description="default stage-1 candidates")
     mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="default stage-1 mode")

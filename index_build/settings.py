@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_data" / "corpus.jsonl"
 
 
 class IndexSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+    model_config = SETTINGS_CONFIG
 
     corpus: Path = Field(SAMPLE_CORPUS, description="corpus JSONL: id (or _id), text, optional title, metadata")
-    artifacts_dir: Path = Field(
-        Path("artifacts"),
-        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
-        description="reads models/bi, writes index/",
-    )
+    artifacts_dir: Path = artifacts_dir_field("reads models/bi, writes index/")
     index_path: Path | None = Field(None, description="where to write the index (unset: <artifacts_dir>/index)")
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
     ef_construction: int = Field(200, ge=1, description="hnswlib ef_construction")

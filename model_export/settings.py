@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from handler.settings import SETTINGS_CONFIG
 
 
 class ExportSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore")
+    model_config = SETTINGS_CONFIG
 
     bi_model: str | None = Field(
         None, description="bi-encoder: HF id or directory (default: packaged all-MiniLM-L6-v2)"

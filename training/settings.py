@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
 
 
 class TrainSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+    model_config = SETTINGS_CONFIG
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with the training split")
     train_split: str = Field("train", description="qrels split to train on (never the test split)")
     base_model: str | None = Field(None, description="HF id or directory (default: packaged all-MiniLM-L6-v2)")
     output_dir: Path = Field(Path("artifacts/trained/cross"), description="HF model directory written here")
-    artifacts_dir: Path = Field(
-        Path("artifacts"),
-        validation_alias=AliasChoices("artifacts_dir", "TWOSTAGE_ARTIFACTS_DIR", "ARTIFACTS_DIR"),
-        description="the exported bi-encoder mines hard negatives",
-    )
+    artifacts_dir: Path = artifacts_dir_field("the exported bi-encoder mines hard negatives")
     eval_dir: Path = Field(Path("artifacts/eval"), description="where the mining index is built or reused")
     max_length: int = Field(256, ge=16, description="tokens per (query, passage) pair")
     negatives: int = Field(7, ge=1, description="hard negatives per positive in each listwise group")
