@@ -60,3 +60,12 @@ def test_query_command_prints_a_ranked_answer(artifacts):
     assert result.returncode == 0, result.stderr
     assert "  1. score" in result.stdout and "100. score" in result.stdout and "timings (ms)" in result.stdout
     assert "via bm25)" in result.stdout and "via dense)" in result.stdout  # hybrid: one-sided hits print too
+
+
+def test_bad_paths_are_a_message_and_exit_1_not_a_traceback(tmp_path, capsys):
+    from twostage.cli import main
+
+    assert main(["index", "--corpus", str(tmp_path / "missing.jsonl"), "--artifacts-dir", str(tmp_path)]) == 1
+    assert main(["eval", "--data", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "twostage index:" in err and "twostage eval: not a BEIR directory" in err and "Traceback" not in err

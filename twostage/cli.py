@@ -9,19 +9,19 @@ import os
 import sys
 
 from handler.settings import Settings
+from handler.vector_index import IndexMismatchError
+from model_export.export import ExportError
 from twostage.flags import add_settings_flags, settings_from_args
+
+USER_ERRORS = (FileNotFoundError, ValueError, ExportError, IndexMismatchError)
 
 
 def cmd_export(parser, args) -> int:
-    from model_export.export import ExportError, export_all
+    from model_export.export import export_all
     from model_export.settings import ExportSettings
 
     settings = settings_from_args(parser, ExportSettings, args)
-    try:
-        manifests = export_all(settings)
-    except (ExportError, FileNotFoundError) as error:
-        print(f"twostage export: {error}", file=sys.stderr)
-        return 1
+    manifests = export_all(settings)
     for kind, m in manifests.items():
         size = m.size_bytes / 1e6
         quant = m.quantization["dtype"] if m.quantization else "fp32"
@@ -34,14 +34,11 @@ def cmd_index(parser, args) -> int:
     from index_build.settings import IndexSettings
 
     settings = settings_from_args(parser, IndexSettings, args)
-    try:
-        m = build_index(settings)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"twostage index: {error}", file=sys.stderr)
-        return 1
+    m = build_index(settings)
+    target = settings.index_path or settings.artifacts_dir / "index"
     print(
         f"index: {m.documents} documents, {m.count} chunks in {m.build_seconds}s "
-        f"({m.docs_per_second} docs/s embedding) → {settings.artifacts_dir / 'index'}"
+        f"({m.docs_per_second} docs/s embedding) → {target}"
     )
     return 0
 
@@ -51,12 +48,7 @@ def cmd_eval(parser, args) -> int:
     from evaluation.settings import EvalSettings
 
     settings = settings_from_args(parser, EvalSettings, args)
-    try:
-        report = evaluate_dataset(settings)
-    except FileNotFoundError as error:
-        print(f"twostage eval: {error}", file=sys.stderr)
-        return 1
-    print(markdown(report))
+    print(markdown(evaluate_dataset(settings)))
     return 0
 
 
@@ -65,12 +57,7 @@ def cmd_calibrate(parser, args) -> int:
     from evaluation.settings import CalibrateSettings
 
     settings = settings_from_args(parser, CalibrateSettings, args)
-    try:
-        calibration = calibrate(settings)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"twostage calibrate: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(calibration, indent=2))
+    print(json.dumps(calibrate(settings), indent=2))
     print(f"written to {settings.artifacts_dir / 'models' / 'cross' / 'manifest.json'} (the handler's default floor)")
     return 0
 
@@ -185,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.run(args.parser, args)
+    try:
+        return args.run(args.parser, args)
+    except USER_ERRORS as error:  # bad paths, data or artifacts: a message, not a traceback
+        print(f"twostage {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
