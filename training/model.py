@@ -50,5 +50,5 @@ class MeanPoolCrossEncoder(nn.Module):
         self.encoder.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length}))
-        head = {"pooling": "mean", "weight": self.head.weight[0].tolist(), "bias": float(self.head.bias[0])}
+        head = {"pooling": "mean", "weight": self.head.weight[0].tolist(), "bias": self.head.bias[0].item()}
         (directory / HEAD_FILE).write_text(json.dumps(head))

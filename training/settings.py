@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -25,6 +26,14 @@ class TrainSettings(BaseSettings):
         5, ge=1, description="first stage-1 rank to draw negatives from (skips likely false negatives)"
     )
     negatives_to: int = Field(60, ge=2, description="last stage-1 rank to draw negatives from")
+    mine_mode: Literal["dense", "bm25", "hybrid"] = Field(
+        "hybrid", description="stage-1 mode that mines negatives (the one served: the reranker sees its confusers)"
+    )
+    groups_file: Path | None = Field(
+        None, description="train on groups saved by an earlier run (training_groups.json): no index or mining"
+    )
+    mine_only: bool = Field(False, description="mine and save the groups beside the model, then stop")
+    device: str = Field("auto", description="torch device: auto (cuda when present, else cpu), cpu, cuda")
     pseudo_queries: int = Field(0, ge=0, description="extra title→text pairs from the corpus (weak supervision)")
     groups_per_step: int = Field(2, ge=1, description="listwise groups per optimiser step")
     epochs: int = Field(2, ge=1, description="passes over the training groups")

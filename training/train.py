@@ -14,7 +14,7 @@ from tqdm import tqdm
 from handler.manifest import TRAINING_LOG
 from handler.onnx_model import available_cpus
 from model_export.source import packaged_minilm_dir, resolve_model_dir
-from training.data import Example, TrainingData, build_data, group
+from training.data import GROUPS_FILE, Example, TrainingData, group
 from training.model import MeanPoolCrossEncoder
 from training.settings import TrainSettings
 
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 class Batcher:
     """Tokenises listwise groups the way the runtime does (pair, longest-first truncation)."""
 
-    def __init__(self, tokenizer, settings: TrainSettings, passages: dict[str, str]):
-        self.tokenizer, self.settings, self.passages = tokenizer, settings, passages
+    def __init__(self, tokenizer, settings: TrainSettings, passages: dict[str, str], device: torch.device):
+        self.tokenizer, self.settings, self.passages, self.device = tokenizer, settings, passages, device
 
     def logits(self, model, examples: list[Example], rng: random.Random) -> torch.Tensor:
         pairs = [p for ex in examples for p in group(ex, self.passages, self.settings.negatives, rng)]
@@ -37,13 +37,17 @@ class Batcher:
             max_length=self.settings.max_length,
             padding=True,
             return_tensors="pt",
-        )
-        return model(**batch).view(len(examples), self.settings.negatives + 1)
+        ).to(self.device)
+        # bf16 autocast on a GPU (tensor cores); the weights and the optimiser stay fp32.
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = model(**batch)
+        return logits.float().view(len(examples), self.settings.negatives + 1)
 
 
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with the positive (column 0) as the target class."""
-    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
+    return torch.nn.functional.cross_entropy(logits, target)
 
 
 @torch.no_grad()
@@ -77,18 +81,40 @@ def _optimizer(model: MeanPoolCrossEncoder, settings: TrainSettings, total_steps
     return optimizer, schedule
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def training_data(settings: TrainSettings) -> TrainingData:
+    """Mined groups: from an earlier run's file, or mined now and saved beside the model."""
+    if settings.groups_file:
+        return TrainingData.load(settings.groups_file)
+    from training.mining import build_data  # needs the index and the ONNX runtime
+
+    data = build_data(settings)
+    data.save(settings.output_dir / GROUPS_FILE)
+    return data
+
+
 def train(settings: TrainSettings) -> dict:
     from transformers import AutoModel, AutoTokenizer
 
+    data = training_data(settings)
+    if settings.mine_only:
+        return {"train_groups": len(data.train), "dev_groups": len(data.dev), "groups_file": str(GROUPS_FILE)}
     torch.manual_seed(settings.seed)
     torch.set_num_threads(available_cpus())
+    device = pick_device(settings.device)
     rng = random.Random(settings.seed)
     base = settings.base_model or str(packaged_minilm_dir())
     base_dir = resolve_model_dir(base)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    model = MeanPoolCrossEncoder(AutoModel.from_pretrained(str(base_dir))).train()
-    data: TrainingData = build_data(settings)
-    batcher = Batcher(tokenizer, settings, data.passages)
+    model = MeanPoolCrossEncoder(AutoModel.from_pretrained(str(base_dir))).to(device).train()
+    batcher = Batcher(tokenizer, settings, data.passages, device)
 
     steps_per_epoch = math.ceil(len(data.train) / settings.groups_per_step)
     total = min(settings.epochs * steps_per_epoch, settings.max_steps or 10**9)
@@ -128,6 +154,7 @@ def train(settings: TrainSettings) -> dict:
             break
     summary = {
         "base_model": base,
+        "device": str(device),
         "train_groups": len(data.train),
         "dev_groups": len(data.dev),
         "dev_query_ids": data.dev_query_ids,

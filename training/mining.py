@@ -1,0 +1,70 @@
+"""Hard negatives mined by our own stage 1 (the pipeline's recall, as served), known positives excluded."""
+
+from __future__ import annotations
+
+import random
+
+from tqdm import tqdm
+
+from evaluation.beir import load_beir
+from evaluation.evaluate import ensure_index
+from evaluation.settings import EvalSettings
+from handler.docstore import DOCSTORE_NAME, DocStore
+from handler.onnx_model import Encoder
+from handler.pipeline import Retriever
+from handler.settings import Settings
+from handler.sparse_index import BM25Index
+from handler.vector_index import VectorIndex
+from index_build.corpus import read_corpus
+from training.data import Example, TrainingData
+from training.settings import TrainSettings
+
+
+def _stage1(settings: TrainSettings) -> Retriever:
+    """Stage 1 only (no reranker): negatives come from the candidates a reranker will really see."""
+    index_dir = ensure_index(
+        EvalSettings(data=settings.data, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir)
+    )
+    encoder = Encoder(settings.artifacts_dir / "models" / "bi")
+    index = VectorIndex(index_dir, encoder.manifest)
+    bm25 = BM25Index(index_dir, index.manifest) if index.manifest.bm25 else None
+    serving = Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, mode=settings.mine_mode)
+    return Retriever(encoder, None, index, DocStore(index_dir / DOCSTORE_NAME), bm25, 0.0, "", serving)
+
+
+def mine(query: str, skip: set[str], stage1: Retriever, settings: TrainSettings) -> list[str]:
+    """Doc ids at stage-1 ranks negatives_from..negatives_to, known positives excluded."""
+    chunks, _ = stage1.recall(query, settings.negatives_to * 2, stage1.default_mode)
+    ranked = list(dict.fromkeys(c.doc_id for c in chunks))
+    return [d for d in ranked[settings.negatives_from - 1 : settings.negatives_to] if d not in skip]
+
+
+def build_data(settings: TrainSettings) -> TrainingData:
+    rng = random.Random(settings.seed)
+    data = load_beir(settings.data, settings.train_split)
+    corpus = {d.id: d for d in read_corpus(data.corpus)}
+    passages = {i: f"{d.title} {d.text}" if d.title else d.text for i, d in corpus.items()}
+    stage1 = _stage1(settings)
+
+    query_ids = sorted(data.queries)
+    rng.shuffle(query_ids)
+    dev_ids = set(query_ids[: int(len(query_ids) * settings.dev_fraction)])
+    train, dev = [], []
+    for qid in tqdm(query_ids, desc="mining negatives", unit="q"):
+        positives = {d for d, rel in data.qrels[qid].items() if rel > 0 and d in passages}
+        pool = mine(data.queries[qid], positives, stage1, settings)
+        for doc in sorted(positives):
+            (dev if qid in dev_ids else train).append(Example(data.queries[qid], doc, pool))
+    train += pseudo_examples(corpus, settings, stage1, rng)
+    rng.shuffle(train)
+    return TrainingData(passages, train, dev, sorted(dev_ids))
+
+
+def pseudo_examples(corpus: dict, settings: TrainSettings, stage1: Retriever, rng: random.Random) -> list[Example]:
+    """Weak supervision from document structure: a title is a query its own text answers."""
+    titled = [d for d in corpus.values() if d.title and d.text]
+    chosen = rng.sample(titled, min(settings.pseudo_queries, len(titled)))
+    return [
+        Example(d.title, d.id, mine(d.title, {d.id}, stage1, settings))
+        for d in tqdm(chosen, desc="pseudo-queries", unit="q")
+    ]
