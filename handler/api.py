@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 import uuid
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from handler.batching import Overloaded
 from handler.pipeline import Retriever
 from handler.schemas import ErrorResponse, RerankRequest, RerankResponse, RerankResult, SearchRequest, SearchResponse
 from handler.settings import Settings
 
 log = logging.getLogger(__name__)
-ERRORS = {400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 422, 503, 504)}
+RETRY_AFTER_S = 1
 
 
 class FieldError(Exception):
@@ -52,6 +55,16 @@ async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return _error(exc.status_code, "http_error", [{"field": "path", "message": str(exc.detail)}])
 
 
+async def _on_overload(request: Request, exc: Overloaded) -> JSONResponse:
+    response = _error(503, "overloaded", [{"field": "server", "message": f"busy ({exc}); retry later"}])
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+async def _on_timeout(request: Request, exc: TimeoutError) -> JSONResponse:
+    return _error(504, "timeout", [{"field": "server", "message": str(exc)}])
+
+
 async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"error": "internal_error", "message": "internal error", "details": []}, status_code=500)
@@ -71,10 +84,20 @@ def _check_query(query: str, settings: Settings, field: str = "query") -> None:
 
 
 def create_app(retriever: Retriever, settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        retriever.close()  # after uvicorn has let in-flight requests finish: drain the batcher
+
     app = FastAPI(
-        title="twostage", summary="Two-stage retrieval: dense recall, cross-encoder rerank, floor", version="0.1.0"
+        title="twostage",
+        summary="Two-stage retrieval: dense recall, cross-encoder rerank, floor",
+        version="0.1.0",
+        lifespan=lifespan,
     )
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Overloaded, _on_overload)
+    app.add_exception_handler(TimeoutError, _on_timeout)
     app.add_exception_handler(FieldError, _on_field_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_crash)

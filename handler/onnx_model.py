@@ -7,6 +7,7 @@ whether it was indexed offline or arrives in a request.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -17,6 +18,17 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from handler.manifest import ModelManifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+# Short names a setting may use, in the default order of preference.
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
+GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+
+
+class ProviderError(RuntimeError):
+    """A GPU was required but ONNX Runtime is not running the model on one."""
 
 
 def available_cpus() -> int:
@@ -31,26 +43,55 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def make_session(path: Path, threads: int | None = None, providers: Sequence[str] | None = None):
+def wanted_providers(names: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
+    """The asked-for providers this onnxruntime build has, in the asked order (CPU always last)."""
+    unknown = [n for n in names if n not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"providers: unknown {unknown}; choose from {list(PROVIDERS)}")
+    built = set(ort.get_available_providers())
+    chosen = [PROVIDERS[n] for n in names if PROVIDERS[n] in built and PROVIDERS[n] != PROVIDERS["cpu"]]
+    return chosen + [PROVIDERS["cpu"]]
+
+
+def make_session(
+    path: Path, threads: int | None = None, providers: Sequence[str] = DEFAULT_PROVIDERS, require_gpu: bool = False
+):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    session = ort.InferenceSession(str(path), options, providers=wanted_providers(providers))
+    # ORT falls back to CPU silently when CUDA/TensorRT cannot start (get_device() still says GPU):
+    # what really runs is session.get_providers().
+    live = session.get_providers()
+    log.info("%s runs on %s", path.parent.name, live)
+    if require_gpu and not GPU_PROVIDERS.intersection(live):
+        raise ProviderError(
+            f"a GPU was required but {path.parent.name} runs on {live} "
+            f"(asked for {list(providers)}; this onnxruntime has {ort.get_available_providers()})"
+        )
+    return session
 
 
 class OnnxModel:
     """Tokenizer + session, both configured from our manifest (never from the tokenizer file's own
     padding/truncation: the packaged MiniLM's tokenizer.json pads to 128 while the model uses 256)."""
 
-    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32):
+    def __init__(
+        self,
+        model_dir: Path | str,
+        threads: int | None = None,
+        batch_size: int = 32,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        require_gpu: bool = False,
+    ):
         self.model_dir = Path(model_dir)
         self.manifest: ModelManifest = read_manifest(self.model_dir, ModelManifest)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.manifest.max_length)
-        self.session = make_session(self.model_dir / self.manifest.onnx_file, threads)
+        self.session = make_session(self.model_dir / self.manifest.onnx_file, threads, providers, require_gpu)
         self.input_names = {node.name for node in self.session.get_inputs()}
         self.batch_size = batch_size
 
@@ -100,8 +141,8 @@ class CrossEncoder(OnnxModel):
     """Cross-encoder: (query, passage) pairs → one relevance logit each. Either a classification graph
     (logits out) or our own: token states out, then the mean-pooled linear head from `head_file`."""
 
-    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32):
-        super().__init__(model_dir, threads, batch_size)
+    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32, **session):
+        super().__init__(model_dir, threads, batch_size, **session)
         self.head = None
         if self.manifest.head_file:
             head = json.loads((self.model_dir / self.manifest.head_file).read_text())
@@ -110,8 +151,14 @@ class CrossEncoder(OnnxModel):
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
             return np.zeros(0, dtype=np.float32)
-        pairs = self.tokenizer.encode_batch([(query, passage) for passage in passages])
-        return self._run_sorted(pairs, self._logit_batch)
+        return self._run_sorted(self.encode(query, passages), self._logit_batch)
+
+    def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]:
+        return self.tokenizer.encode_batch([(query, passage) for passage in passages])
+
+    def logits_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """One session run over exactly these pairs (the dynamic batcher has already sized them)."""
+        return self._logit_batch(self._feeds(encodings))
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         """Served 0–1 score: sigmoid, after the manifest's Platt calibration when there is one."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from handler import fusion
+from handler.batching import BatchedCrossEncoder
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.fusion import Candidate
 from handler.onnx_model import CrossEncoder, Encoder, available_cpus
@@ -66,8 +67,13 @@ class Retriever:
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
         threads = settings.threads or available_cpus()
-        encoder = Encoder(settings.bi_dir, threads=threads)
-        cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size)
+        session = {"providers": settings.provider_names, "require_gpu": settings.require_gpu}
+        encoder = Encoder(settings.bi_dir, threads=threads, **session)
+        cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size, **session)
+        if settings.batching:
+            cross = BatchedCrossEncoder(
+                cross, settings.max_batch_tokens, settings.max_wait_ms, settings.max_pending, settings.rerank_timeout_s
+            )
         index = VectorIndex(settings.index_dir, encoder.manifest)
         docs = DocStore(settings.index_dir / DOCSTORE_NAME)
         bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
@@ -158,6 +164,11 @@ class Retriever:
             candidates=len(chunks),
             timings=clock.timings(),
         )
+
+    def close(self) -> None:
+        """Drain the dynamic batcher, if any (graceful shutdown)."""
+        if isinstance(self.cross, BatchedCrossEncoder):
+            self.cross.close()
 
     def rerank(self, query: str, documents: list[str]) -> np.ndarray:
         """Scores for caller-supplied documents (the /rerank endpoint)."""

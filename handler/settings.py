@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
@@ -39,10 +39,37 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (unset: CPUs available)")
     rerank_batch_size: int = Field(32, ge=1, description="pairs per cross-encoder batch")
+    providers: str = Field(
+        "tensorrt,cuda,cpu",
+        description="ONNX Runtime providers in order of preference; those this onnxruntime lacks are skipped",
+    )
+    require_gpu: bool = Field(False, description="refuse to start unless the models really run on a GPU provider")
+    batching: bool = Field(
+        False, description="merge concurrent requests' rerank pairs into shared batches (GPU container)"
+    )
+    max_batch_tokens: int = Field(16384, ge=256, description="dynamic batching: padded tokens per batch")
+    max_wait_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for more pairs")
+    max_pending: int = Field(64, ge=1, description="dynamic batching: queued requests before 503 + Retry-After")
+    rerank_timeout_s: float = Field(30.0, gt=0, description="dynamic batching: a request's wait for its scores")
     max_query_chars: int = Field(2048, ge=1, description="longest query accepted")
     max_documents: int = Field(1000, ge=1, description="most documents accepted by /rerank")
     max_document_chars: int = Field(20000, ge=1, description="longest document accepted by /rerank")
     log_level: str = Field("INFO", description="logging level")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: str) -> str:
+        from handler.onnx_model import PROVIDERS  # here, so settings import without onnxruntime
+
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PROVIDERS]
+        if not names or unknown:
+            raise ValueError(f"unknown provider(s) {unknown or value!r}; choose from {', '.join(PROVIDERS)}")
+        return ",".join(names)
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        return tuple(self.providers.split(","))
 
     @property
     def bi_dir(self) -> Path:

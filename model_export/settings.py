@@ -23,7 +23,9 @@ class ExportSettings(BaseSettings):
     )
     models_dir: Path = Field(Path("artifacts/models"), description="writes <models_dir>/bi and <models_dir>/cross")
     which: Literal["both", "bi", "cross"] = Field("both", description="which model(s) to export")
-    quantize: Literal["int8", "none"] = Field("int8", description="int8 = dynamic, per-channel weights")
+    quantize: Literal["int8", "fp16", "none"] = Field(
+        "int8", description="int8 = dynamic, per-channel weights (CPU); fp16 = GPU-fused graph in half precision"
+    )
     target: Literal["avx512_vnni", "avx512", "avx2", "arm64"] = Field("avx2", description="int8 instruction target")
     max_length: int | None = Field(None, ge=8, description="override the model's max tokens")
     # Measured on all-MiniLM-L6-v2 int8 per-channel: mean .991, worst probe .967 (the one-word "ok").
@@ -31,4 +33,4 @@ class ExportSettings(BaseSettings):
     min_cosine_min: float = Field(0.93, description="bi parity gate: worst single-probe cosine to PyTorch")
     min_spearman: float = Field(0.9, description="cross parity gate: minimum Spearman to PyTorch")
     max_score_delta: float = Field(0.05, description="cross parity gate: maximum |Δ sigmoid score|")
-    fp32_fallback: bool = Field(False, description="keep fp32 instead of failing when int8 misses the gate")
+    fp32_fallback: bool = Field(False, description="keep fp32 instead of failing when int8/fp16 misses the gate")
