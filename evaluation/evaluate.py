@@ -24,7 +24,8 @@ class Runs:
     """query → {doc: score} per stage; chunked documents count once (max over chunks)."""
 
     stage1: dict[str, dict[str, float]] = field(default_factory=dict)
-    two_stage: dict[str, dict[str, float]] = field(default_factory=dict)
+    two_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # the served order's keys
+    two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
 
 
@@ -79,7 +80,8 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], stage1_scores)
         if settings.rerank:
             _, scores = retriever.score(text, top)
-            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], scores)
+            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], retriever.order_keys(scores))
+            runs.two_stage_scores[qid] = _max_by_doc([c.doc_id for c in top], scores)
     return runs
 
 
@@ -116,8 +118,9 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         data.qrels = {q: data.qrels[q] for q in data.queries}
     exclude = read_pairs(settings.exclude) if settings.exclude else {}
     index_dir = ensure_index(settings)
+    overrides = {"stage1_weight": settings.stage1_weight} if settings.stage1_weight is not None else {}
     retriever = Retriever.from_settings(
-        Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, floor=settings.floor)
+        Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, floor=settings.floor, **overrides)
     )
     started = time.perf_counter()
     runs = run_queries(retriever, data, settings, exclude)
@@ -129,6 +132,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "recall_k": settings.recall_k,
         "mode": settings.mode,
         "excluded_pairs": sum(map(len, exclude.values())),
+        "stage1_weight": retriever.settings.stage1_weight,
         "models": {
             kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))
         },
@@ -137,7 +141,10 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     }
     if settings.rerank:
         floor = retriever.floor
-        floored = {q: {d: s for d, s in docs.items() if s >= floor} for q, docs in runs.two_stage.items()}
+        floored = {
+            q: {d: key for d, key in docs.items() if runs.two_stage_scores[q][d] >= floor}
+            for q, docs in runs.two_stage.items()
+        }
         report["two_stage"] = metrics(qrels, runs.two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["floor"] = {

@@ -23,6 +23,9 @@ class EvalSettings(BaseSettings):
     chunking: bool = Field(True, description="chunk long documents (off: truncate, comparable with BEIR/MTEB)")
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")
+    stage1_weight: float | None = Field(
+        None, ge=0, le=1, description="stage-1 share of the final order (unset: the serving default)"
+    )
     exclude: Path | None = Field(None, description="TSV query-id, corpus-id pairs removed from every ranking")
     rerank: bool = Field(True, description="also score stage 1 + rerank")
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")

@@ -147,6 +147,7 @@ def create_app(retriever: Retriever, settings: Settings) -> FastAPI:
             "index": {"chunks": len(retriever.index), "documents": retriever.index.manifest.documents},
             "floor": retriever.floor,
             "floor_source": retriever.floor_source,
+            "load_ms": retriever.load_ms,
             "defaults": {"recall_k": settings.recall_k, "top_k": settings.top_k},
         }
 

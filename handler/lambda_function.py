@@ -16,5 +16,6 @@ from handler.settings import Settings
 
 settings = Settings()
 logging.basicConfig(level=settings.log_level.upper())
-app = create_app(Retriever.from_settings(settings), settings)
+retriever = Retriever.from_settings(settings)
+app = create_app(retriever, settings)
 handler = Mangum(app, lifespan="off")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,25 +63,38 @@ class Retriever:
     floor: float
     floor_source: str
     settings: Settings
+    load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retriever:
         threads = settings.threads or available_cpus()
         session = {"providers": settings.provider_names, "require_gpu": settings.require_gpu}
+        clock = _Clock()  # cold start, part by part (benchmarks/cold_start.py, /health)
         encoder = Encoder(settings.bi_dir, threads=threads, **session)
+        clock.lap("bi")
         cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size, **session)
         if settings.batching:
             cross = BatchedCrossEncoder(
                 cross, settings.max_batch_tokens, settings.max_wait_ms, settings.max_pending, settings.rerank_timeout_s
             )
+        clock.lap("cross")
         index = VectorIndex(settings.index_dir, encoder.manifest)
+        clock.lap("ann_index")
         docs = DocStore(settings.index_dir / DOCSTORE_NAME)
+        clock.lap("docstore")
         bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
+        clock.lap("bm25")
         floor, source = cls._default_floor(settings, cross)
         log.info(
-            "loaded %d chunks (bm25: %s); %d threads; floor %.3f (%s)", len(index), bool(bm25), threads, floor, source
+            "loaded %d chunks (bm25: %s); %d threads; floor %.3f (%s); %s",
+            len(index),
+            bool(bm25),
+            threads,
+            floor,
+            source,
+            clock.laps,
         )
-        return cls(encoder, cross, index, docs, bm25, floor, source, settings)
+        return cls(encoder, cross, index, docs, bm25, floor, source, settings, clock.laps)
 
     @property
     def default_mode(self) -> str:
@@ -133,6 +146,20 @@ class Retriever:
         logits = self.cross.logits(query, [c.passage for c in chunks])
         return logits, self.cross.scores(logits)
 
+    def order_keys(self, scores: np.ndarray) -> np.ndarray:
+        """What the final order sorts by (higher first), for candidates in stage-1 order.
+
+        The reranker's score alone, or, with stage1_weight w > 0, a rank fusion of both stages:
+        1/(k + reranker rank) + w/(k + stage-1 rank). A reranker trained on one domain can misjudge
+        another; keeping some of stage 1's order bounds that damage (docs/results.md)."""
+        weight = self.settings.stage1_weight
+        if weight == 0 or len(scores) == 0:
+            return np.asarray(scores, dtype=np.float64)
+        k = self.settings.rrf_k
+        rerank_rank = np.empty(len(scores))
+        rerank_rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+        return 1.0 / (k + rerank_rank) + weight / (k + np.arange(1, len(scores) + 1))
+
     def search(
         self, query: str, recall_k: int, top_k: int, floor: float | None = None, mode: str | None = None
     ) -> SearchResponse:
@@ -142,11 +169,11 @@ class Retriever:
         chunks, candidates = self.recall(query, recall_k, mode, clock)
         logits, scores = self.score(query, chunks)
         clock.lap("rerank")
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-self.order_keys(scores), kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
         hits = [_hit(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
         clock.lap("floor")
-        best = float(scores[order[0]]) if len(order) else None
+        best = float(scores.max()) if len(scores) else None
         reason = None
         if not hits:
             reason = f"no evidence: no candidate reached the floor {floor:.3f}"

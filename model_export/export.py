@@ -12,7 +12,13 @@ from pathlib import Path
 from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
-from model_export.source import encoder_config, max_length_of, packaged_minilm_dir, resolve_model_dir
+from model_export.source import (
+    encoder_config,
+    max_length_of,
+    packaged_minilm_dir,
+    packaged_reranker_dir,
+    resolve_model_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,19 +150,6 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
     return manifest
 
 
-def derive_untrained_cross(bi_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A cross-encoder from the bi-encoder's weights with a fresh one-logit head (not trained): the demo's
-    placeholder until a trained reranker passes the quality gate (docs/results.md)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(seed)
-    AutoModelForSequenceClassification.from_pretrained(str(bi_dir), num_labels=1).save_pretrained(out_dir)
-    AutoTokenizer.from_pretrained(str(bi_dir)).save_pretrained(out_dir)
-    shutil.copy(bi_dir / "sentence_bert_config.json", out_dir / "sentence_bert_config.json")
-    return out_dir
-
-
 def export_all(settings: ExportSettings) -> dict[str, ModelManifest]:
     bi_source = settings.bi_model or str(packaged_minilm_dir())
     bi_dir = resolve_model_dir(bi_source)
@@ -164,12 +157,7 @@ def export_all(settings: ExportSettings) -> dict[str, ModelManifest]:
     if settings.which in ("both", "bi"):
         done["bi"] = export_model("bi", bi_source, bi_dir, settings.models_dir / "bi", settings)
     if settings.which in ("both", "cross"):
-        target = settings.models_dir / "cross"
-        if settings.cross_model:
-            cross_dir = resolve_model_dir(settings.cross_model)
-            done["cross"] = export_model("cross", settings.cross_model, cross_dir, target, settings)
-        else:
-            with tempfile.TemporaryDirectory(prefix="twostage-cross-src-") as tmp:
-                cross_dir = derive_untrained_cross(bi_dir, Path(tmp))
-                done["cross"] = export_model("cross", f"untrained-head:{bi_source}", cross_dir, target, settings)
+        cross_source = settings.cross_model or str(packaged_reranker_dir())
+        cross_dir = resolve_model_dir(cross_source)
+        done["cross"] = export_model("cross", cross_source, cross_dir, settings.models_dir / "cross", settings)
     return done

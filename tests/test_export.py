@@ -50,15 +50,17 @@ def test_tiny_cross_encoder_export(artifacts):
     cross = artifacts / "models" / "cross"
     manifest = read_manifest(cross, ModelManifest)
     assert manifest.kind == "cross" and manifest.task == "text-classification"
-    assert {"spearman", "max_abs_delta_score"} <= set(manifest.parity)
+    assert {"spearman", "relative_delta_logit", "max_abs_delta_score"} <= set(manifest.parity)
     logits = CrossEncoder(cross).logits("query", ["one passage", "another, longer passage of text"])
     assert logits.shape == (2,) and np.isfinite(logits).all()
 
 
 def test_parity_gate_failure_is_a_clear_error(tmp_path):
     source = make_tiny_bert(tmp_path / "src", for_cross=True)
-    settings = ExportSettings(models_dir=tmp_path / "out", which="cross", cross_model=str(source), max_score_delta=-1.0)
-    with pytest.raises(ExportError, match=r"parity gate: .*max_abs_delta_score [\d.e-]+ \(needs ≤ -1.0\)"):
+    settings = ExportSettings(
+        models_dir=tmp_path / "out", which="cross", cross_model=str(source), max_relative_delta=-1.0
+    )
+    with pytest.raises(ExportError, match=r"parity gate: .*relative_delta_logit [\d.e-]+ \(needs ≤ -1.0\)"):
         export_all(settings)
     assert not (tmp_path / "out" / "cross").exists()
 

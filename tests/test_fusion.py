@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -31,3 +33,12 @@ def test_weighted_fusion_normalises_each_side():
 def test_single_side_keeps_its_own_order_and_scores():
     labels = [c.label for c in single({"bm25": sides()["bm25"]})]
     assert labels == [3, 4]
+
+
+def test_final_order_is_the_rerankers_or_a_blend_with_stage_one(retriever):
+    scores = np.array([0.1, 0.9, 0.5])  # candidates arrive in stage-1 order
+    alone = retriever.settings.model_copy(update={"stage1_weight": 0.0})
+    blend = retriever.settings.model_copy(update={"stage1_weight": 1.0, "rrf_k": 1})
+    assert list(np.argsort(-dataclasses.replace(retriever, settings=alone).order_keys(scores))) == [1, 2, 0]
+    # ranks (reranker, stage 1): a (3, 1) → 1/4 + 1/2; b (1, 2) → 1/2 + 1/3; c (2, 3) → 1/3 + 1/4
+    assert list(np.argsort(-dataclasses.replace(retriever, settings=blend).order_keys(scores))) == [1, 0, 2]

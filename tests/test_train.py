@@ -70,4 +70,5 @@ def test_mined_groups_are_saved_and_train_again_without_an_index(artifacts, tiny
     again = _settings(tiny_beir, tmp_path / "nothing", tmp_path, base, tmp_path / "again", groups_file=groups)
     summary = train(again)
     assert summary["train_groups"] == 7 and summary["device"] == "cpu"
+    assert summary["groups_mined_with"]["pseudo_queries"] == 3 and summary["groups_mined_with"]["mine_mode"] == "hybrid"
     assert (tmp_path / "again" / HEAD_FILE).is_file() and not (tmp_path / "nothing").exists()

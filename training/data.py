@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 GROUPS_FILE = "training_groups.json"
@@ -27,6 +27,7 @@ class TrainingData:
     train: list[Example]
     dev: list[Example]
     dev_query_ids: list[str]
+    mined_with: dict = field(default_factory=dict)  # the settings that mined these groups
 
     def save(self, path: Path) -> None:
         """Only the passages some group uses travel, so the file stays small."""
@@ -43,6 +44,7 @@ class TrainingData:
             [Example(**ex) for ex in raw["train"]],
             [Example(**ex) for ex in raw["dev"]],
             raw["dev_query_ids"],
+            raw.get("mined_with", {}),
         )
 
 

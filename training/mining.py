@@ -57,7 +57,19 @@ def build_data(settings: TrainSettings) -> TrainingData:
             (dev if qid in dev_ids else train).append(Example(data.queries[qid], doc, pool))
     train += pseudo_examples(corpus, settings, stage1, rng)
     rng.shuffle(train)
-    return TrainingData(passages, train, dev, sorted(dev_ids))
+    mined_with = settings.model_dump(
+        mode="json",
+        include={
+            "data",
+            "train_split",
+            "mine_mode",
+            "negatives_from",
+            "negatives_to",
+            "pseudo_queries",
+            "dev_fraction",
+        },
+    )
+    return TrainingData(passages, train, dev, sorted(dev_ids), mined_with | {"seed": settings.seed})
 
 
 def pseudo_examples(corpus: dict, settings: TrainSettings, stage1: Retriever, rng: random.Random) -> list[Example]:

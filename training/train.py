@@ -157,6 +157,7 @@ def train(settings: TrainSettings) -> dict:
         "device": str(device),
         "train_groups": len(data.train),
         "dev_groups": len(data.dev),
+        "groups_mined_with": data.mined_with,
         "dev_query_ids": data.dev_query_ids,
         "constant_predictor_loss": round(math.log(settings.negatives + 1), 4),
         "history": history,

@@ -63,12 +63,17 @@ def cmd_calibrate(parser, args) -> int:
 
 
 def cmd_train(parser, args) -> int:
+    from training.data import GROUPS_FILE
     from training.settings import TrainSettings
     from training.train import train
 
     settings = settings_from_args(parser, TrainSettings, args)
     logging.getLogger("training").setLevel(logging.INFO)
     summary = train(settings)
+    if settings.mine_only:
+        groups = settings.output_dir / GROUPS_FILE
+        print(f"{summary['train_groups']} train / {summary['dev_groups']} dev groups → {groups}")
+        return 0
     print(json.dumps({k: summary[k] for k in ("train_groups", "best_dev_mrr", "minutes", "history")}, indent=1))
     print(f"model → {settings.output_dir}; export: twostage export --which cross --cross-model {settings.output_dir}")
     return 0
@@ -82,7 +87,13 @@ def cmd_serve(parser, args) -> int:
 
     settings = settings_from_args(parser, Settings, args)
     app = create_app(Retriever.from_settings(settings), settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+    )
     return 0
 
 
@@ -155,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("TWOSTAGE_PORT", "8000")), help="(env TWOSTAGE_PORT)"
+    )
+    serve.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=float(os.environ.get("TWOSTAGE_GRACEFUL_SHUTDOWN_S", "30")),
+        help="seconds in-flight requests get to finish on SIGTERM (env TWOSTAGE_GRACEFUL_SHUTDOWN_S)",
     )
     serve.set_defaults(run=cmd_serve, parser=serve)
 
