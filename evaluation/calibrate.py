@@ -18,7 +18,7 @@ from tqdm import tqdm
 from evaluation.beir import load_beir
 from evaluation.evaluate import ensure_index
 from evaluation.settings import CalibrateSettings, EvalSettings
-from handler.manifest import TRAINING_LOG, ModelManifest, read_manifest, write_manifest
+from handler.manifest import CALIBRATION_FILE, TRAINING_LOG, ModelManifest, read_manifest, write_manifest
 from handler.onnx_model import sigmoid
 from handler.pipeline import Retriever
 from handler.settings import Settings
@@ -180,4 +180,6 @@ def calibrate(settings: CalibrateSettings) -> dict:
         calibration["platt"] = manifest.calibration["platt"]  # traces are already calibrated scores
     manifest.calibration = calibration
     write_manifest(cross_dir, manifest)
+    # A copy beside the model: put it in the HF model directory and every export carries it.
+    (cross_dir / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
     return calibration

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 MANIFEST_NAME = "manifest.json"
 HEAD_FILE = "twostage_head.json"  # mean-pooled linear head of our own cross-encoders
 TRAINING_LOG = "twostage_training.json"  # how our own cross-encoders were trained (dev query ids included)
+CALIBRATION_FILE = "twostage_calibration.json"  # travels with a model directory into its export
 
 
 class ModelManifest(BaseModel):
@@ -31,7 +32,7 @@ class ModelManifest(BaseModel):
     dims: int | None = None
     quantization: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
-    head_file: str | None = None
+    head: str | None = None  # how our own cross-encoder's head was exported
 
 
 class IndexManifest(BaseModel):

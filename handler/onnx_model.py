@@ -6,7 +6,6 @@ whether it was indexed offline or arrives in a request.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -138,15 +137,8 @@ class Encoder(OnnxModel):
 
 
 class CrossEncoder(OnnxModel):
-    """Cross-encoder: (query, passage) pairs → one relevance logit each. Either a classification graph
-    (logits out) or our own: token states out, then the mean-pooled linear head from `head_file`."""
-
-    def __init__(self, model_dir: Path | str, threads: int | None = None, batch_size: int = 32, **session):
-        super().__init__(model_dir, threads, batch_size, **session)
-        self.head = None
-        if self.manifest.head_file:
-            head = json.loads((self.model_dir / self.manifest.head_file).read_text())
-            self.head = (np.asarray(head["weight"], dtype=np.float32), np.float32(head["bias"]))
+    """Cross-encoder: (query, passage) pairs → one relevance logit each (the graph's only output;
+    our own models' mean-pooled head is folded into the graph at export)."""
 
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
         if not passages:
@@ -168,11 +160,7 @@ class CrossEncoder(OnnxModel):
         return sigmoid(logits)
 
     def _logit_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.session.run(None, feeds)[0]
-        if self.head is not None:
-            weight, bias = self.head
-            return (mean_pool(out, feeds["attention_mask"]) @ weight + bias).astype(np.float32)
-        return out.reshape(-1).astype(np.float32)
+        return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
 
 
 def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

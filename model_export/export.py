@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -9,7 +10,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
+from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
+from model_export.head import fold_head
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
 from model_export.source import (
@@ -87,8 +89,10 @@ def _manifest(
     config = AutoConfig.from_pretrained(str(source_dir))
     max_length = settings.max_length or max_length_of(source_dir)
     fields: dict = {}
-    if (onnx_path.parent / HEAD_FILE).is_file():
-        fields = {"head_file": HEAD_FILE}
+    if kind == "cross" and (source_dir / HEAD_FILE).is_file():
+        fields = {"head": "mean-pooled linear, folded into the graph"}
+    if (source_dir / CALIBRATION_FILE).is_file():  # fitted by `twostage calibrate` on this model's export
+        fields["calibration"] = json.loads((source_dir / CALIBRATION_FILE).read_text())
     if kind == "bi":
         enc = encoder_config(source_dir)
         fields = {"pooling": enc.pooling, "normalize": enc.normalize, "dims": config.hidden_size}
@@ -110,10 +114,12 @@ def _manifest(
 def _install(onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx_file, target_dir / "model.onnx")
+    if (source_dir / HEAD_FILE).is_file():  # our own cross-encoder: the graph ends in its logit
+        fold_head(target_dir / "model.onnx", source_dir / HEAD_FILE)
     for name in RUNTIME_FILES:
         if (work_dir / name).is_file():
             shutil.copy(work_dir / name, target_dir / name)
-    for name in (HEAD_FILE, TRAINING_LOG):
+    for name in (TRAINING_LOG,):
         if (source_dir / name).is_file():
             shutil.copy(source_dir / name, target_dir / name)
     return target_dir / "model.onnx"

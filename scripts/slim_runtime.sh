@@ -14,5 +14,6 @@ rm -rf onnxruntime/transformers onnxruntime/tools onnxruntime/quantization onnxr
 find . -type d -name tests -path "*numpy*" -prune -exec rm -rf {} +
 # build-time-only packages of this project (export, index build, evaluation, training, benchmarks)
 rm -rf model_export evaluation training benchmarks
-# debug symbols
-find . -name "*.so*" -type f -exec strip --strip-unneeded {} + 2>/dev/null || true
+# debug symbols of hnswlib, compiled from source in the image (wheels' vendored libraries are
+# patchelf-ed by auditwheel and break when stripped: numpy.libs' OpenBLAS did)
+find . -maxdepth 1 -name "hnswlib*.so" -exec strip --strip-unneeded {} +

@@ -7,7 +7,7 @@ import pytest
 
 from evaluation.calibrate import calibrate
 from evaluation.settings import CalibrateSettings
-from handler.manifest import ModelManifest, read_manifest
+from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
 from tests.test_eval import tiny_beir  # noqa: F401  (fixture)
@@ -40,6 +40,7 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
     assert len(report["out_of_domain"]) == 2
     stored = read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration
     assert stored == result
+    assert json.loads((own_artifacts / "models" / "cross" / CALIBRATION_FILE).read_text()) == result
     retriever = Retriever.from_settings(Settings(artifacts_dir=own_artifacts))
     assert (retriever.floor, retriever.floor_source) == (result["floor"], "calibration")
     # The served score is the calibrated one: sigmoid(a * logit + b).

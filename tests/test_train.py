@@ -3,8 +3,9 @@
 import json
 
 import numpy as np
+import onnxruntime
 
-from handler.manifest import HEAD_FILE, TRAINING_LOG, ModelManifest, read_manifest
+from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, read_manifest
 from handler.onnx_model import CrossEncoder
 from model_export.export import export_all
 from model_export.settings import ExportSettings
@@ -50,9 +51,14 @@ def test_train_a_few_steps_then_export(artifacts, tiny_beir, tmp_path):  # noqa:
     head = json.loads((out / HEAD_FILE).read_text())
     assert head["pooling"] == "mean" and len(head["weight"]) == 32
 
+    calibration = {"platt": {"a": 0.5, "b": -1.0}, "floor": 0.2}  # as `twostage calibrate` leaves beside a model
+    (out / CALIBRATION_FILE).write_text(json.dumps(calibration))
     export_all(ExportSettings(models_dir=tmp_path / "models", which="cross", cross_model=str(out), fp32_fallback=True))
     manifest = read_manifest(tmp_path / "models" / "cross", ModelManifest)
-    assert manifest.head_file == HEAD_FILE and manifest.task == "feature-extraction"
+    assert manifest.calibration == calibration
+    assert manifest.head and manifest.task == "feature-extraction"
+    graph = onnxruntime.InferenceSession(str(tmp_path / "models" / "cross" / "model.onnx"))
+    assert [o.name for o in graph.get_outputs()] == ["logits"]  # the head is folded into the graph
     assert (tmp_path / "models" / "cross" / TRAINING_LOG).is_file()
     logits = CrossEncoder(tmp_path / "models" / "cross").logits("q", ["a", "b c d"])
     assert logits.shape == (2,) and np.isfinite(logits).all()
