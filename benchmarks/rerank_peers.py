@@ -74,6 +74,10 @@ def export(hf: Path, bench_dir: Path, quantize: str) -> Path:
     tokenizer["truncation"] = {"direction": "Right", "max_length": MAX_LENGTH, "strategy": "LongestFirst", "stride": 0}
     tokenizer["padding"] = None  # peers configure padding themselves; a fixed-length pad would be unfair
     (target / "tokenizer.json").write_text(json.dumps(tokenizer))
+    # fastembed truncates at the stricter of model_max_length and max_length (the MiniLM config says 128)
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    config.update(model_max_length=MAX_LENGTH, max_length=MAX_LENGTH)
+    (target / "tokenizer_config.json").write_text(json.dumps(config))
     (target / "onnx").mkdir(exist_ok=True)
     shutil.copy(target / "model.onnx", target / "onnx" / "model.onnx")
     flashrank = target / "flashrank" / "ms-marco-TinyBERT-L-2-v2"  # FlashRank only loads names it knows
