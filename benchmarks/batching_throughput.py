@@ -52,15 +52,18 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--max-batch-tokens", type=int, default=65536)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=1, help="batches prepared and run at once")
     args = parser.parse_args()
 
     model = CrossEncoder(args.model_dir, providers=args.providers.split(","), require_gpu=args.require_gpu)
-    batched = BatchedCrossEncoder(model, args.max_batch_tokens, args.max_wait_ms, max_pending=1024, timeout_s=600)
+    batched = BatchedCrossEncoder(
+        model, args.max_batch_tokens, args.max_wait_ms, max_pending=1024, timeout_s=600, workers=args.workers
+    )
     query, passages = make_pairs(args.pairs, model.manifest.max_length)
     model.logits(query, passages)  # warm-up
     print(f"{model.session.get_providers()[0]}, {args.pairs} pairs × {model.manifest.max_length} tokens per request")
     print("| batching | clients | pairs/s | × one client | p50 request ms |\n| --- | --- | --- | --- | --- |")
-    for name, score in (("off", model.logits), ("on", batched.logits)):
+    for name, score in (("off", model.logits), (f"on, {args.workers} worker(s)", batched.logits)):
         single = None
         for clients in map(int, args.clients.split(",")):
             rate, p50 = run_clients(score, clients, args.requests, query, passages)

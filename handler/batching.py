@@ -48,6 +48,7 @@ class DynamicBatcher:
         max_batch_tokens: int = 16384,
         max_wait_ms: float = 5.0,
         max_pending: int = 64,
+        workers: int = 1,
     ):
         self.run_batch, self.max_batch_tokens = run_batch, max_batch_tokens
         self.max_wait, self.max_pending = max_wait_ms / 1000, max_pending
@@ -56,8 +57,13 @@ class DynamicBatcher:
         self._closed = False
         self.batches = 0  # counters for /health and tests
         self.pairs = 0
-        self._worker = threading.Thread(target=self._loop, name="dynamic-batcher", daemon=True)
-        self._worker.start()
+        # Two workers let one build the next batch's feeds (and copy results back) while the other's
+        # batch runs: onnxruntime releases the GIL inside session.run.
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"dynamic-batcher-{i}", daemon=True) for i in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def submit(self, encodings: Sequence[Encoding]) -> Future:
         job = _Job(encodings)
@@ -92,8 +98,9 @@ class DynamicBatcher:
         """Refuse new work, finish what is queued, stop the worker."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._worker.join(timeout)
+            self._cond.notify_all()
+        for worker in self._workers:
+            worker.join(timeout)
 
     # -- worker ----------------------------------------------------------------------------------
 
@@ -145,25 +152,29 @@ class DynamicBatcher:
             logits = self.run_batch([job.encodings[i] for job, i in batch])
         except Exception as error:  # the model failed: every caller in this batch hears why
             log.exception("batch of %d pairs failed", len(batch))
-            for job in {id(job): job for job, _ in batch}.values():
-                if not job.future.done():
-                    job.future.set_exception(error)
+            with self._cond:
+                for job in {id(job): job for job, _ in batch}.values():
+                    if not job.future.done():
+                        job.future.set_exception(error)
             return
-        self.batches += 1
-        self.pairs += len(batch)
-        for (job, i), logit in zip(batch, logits, strict=True):
-            job.out[i] = logit
-            job.done += 1
-            if job.done == len(job.encodings) and not job.future.done():
-                job.future.set_result(job.out)
+        with self._cond:  # another worker may be delivering pairs of the same request
+            self.batches += 1
+            self.pairs += len(batch)
+            for (job, i), logit in zip(batch, logits, strict=True):
+                job.out[i] = logit
+                job.done += 1
+                if job.done == len(job.encodings) and not job.future.done():
+                    job.future.set_result(job.out)
 
 
 class BatchedCrossEncoder:
     """The cross-encoder as the pipeline sees it, with `logits` routed through a DynamicBatcher."""
 
-    def __init__(self, cross, max_batch_tokens: int, max_wait_ms: float, max_pending: int, timeout_s: float):
+    def __init__(
+        self, cross, max_batch_tokens: int, max_wait_ms: float, max_pending: int, timeout_s: float, workers: int = 1
+    ):
         self.cross, self.timeout_s = cross, timeout_s
-        self.batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens, max_wait_ms, max_pending)
+        self.batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens, max_wait_ms, max_pending, workers)
 
     def __getattr__(self, name: str):  # manifest, scores, tokenizer...: the wrapped model's own
         return getattr(self.cross, name)

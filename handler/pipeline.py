@@ -75,7 +75,12 @@ class Retriever:
         cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size, **session)
         if settings.batching:
             cross = BatchedCrossEncoder(
-                cross, settings.max_batch_tokens, settings.max_wait_ms, settings.max_pending, settings.rerank_timeout_s
+                cross,
+                settings.max_batch_tokens,
+                settings.max_wait_ms,
+                settings.max_pending,
+                settings.rerank_timeout_s,
+                settings.batch_workers,
             )
         clock.lap("cross")
         index = VectorIndex(settings.index_dir, encoder.manifest)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_batch_tokens: int = Field(16384, ge=256, description="dynamic batching: padded tokens per batch")
     max_wait_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for more pairs")
     max_pending: int = Field(64, ge=1, description="dynamic batching: queued requests before 503 + Retry-After")
+    batch_workers: int = Field(
+        1, ge=1, le=8, description="dynamic batching: batches prepared and run at once (2 overlaps host and GPU work)"
+    )
     rerank_timeout_s: float = Field(30.0, gt=0, description="dynamic batching: a request's wait for its scores")
     max_query_chars: int = Field(2048, ge=1, description="longest query accepted")
     max_documents: int = Field(1000, ge=1, description="most documents accepted by /rerank")

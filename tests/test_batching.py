@@ -62,8 +62,9 @@ class Recorder:
         return self.cross.logits_batch(encodings)
 
 
-def test_each_caller_gets_exactly_its_own_scores(cross):
-    batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens=4096, max_wait_ms=50)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_caller_gets_exactly_its_own_scores(cross, workers):
+    batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens=512, max_wait_ms=50, workers=workers)
     got = run_together(16, lambda i: batcher.score(cross.encode(QUERY, passages_for(i)), timeout=10))
     for i, scores in enumerate(got):
         expected = cross.logits(QUERY, passages_for(i))
