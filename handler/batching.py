@@ -85,7 +85,9 @@ class DynamicBatcher:
         try:
             return future.result(timeout)
         except FutureTimeout:
-            if future.cancel():  # False only when the result arrived in the meantime
+            with self._cond:  # workers deliver under this lock: cancel cannot race a set_result
+                cancelled = future.cancel()  # False only when the result arrived in the meantime
+            if cancelled:
                 raise TimeoutError(f"reranking did not finish within {timeout}s") from None
             return future.result()
 
@@ -95,7 +97,7 @@ class DynamicBatcher:
             return len(self._queue)
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new work, finish what is queued, stop the worker."""
+        """Refuse new work, finish what is queued, stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
