@@ -193,6 +193,7 @@ class Retriever:
             recall_k=recall_k,
             top_k=top_k,
             mode=mode,
+            stage1_weight=self.settings.stage1_weight,
             candidates=len(chunks),
             timings=clock.timings(),
         )

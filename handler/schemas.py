@@ -63,6 +63,9 @@ class SearchResponse(BaseModel):
     recall_k: int
     top_k: int
     mode: str = Field(description="stage-1 mode used")
+    stage1_weight: float = Field(
+        0.0, description="stage-1 rank's share of the final order (0: ordered by the reranker's score alone)"
+    )
     candidates: int = Field(description="stage-1 candidates reranked")
     timings: Timings
 

@@ -29,6 +29,7 @@ def test_search_answers_every_event_shape(lambda_handler, event):
     assert 1 <= len(answer.results) <= 5
     scores = [hit.score for hit in answer.results]
     assert answer.best_score >= max(scores)  # the order blends in stage 1 (stage1_weight), the floor does not
+    assert answer.stage1_weight == 0.5
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
     assert answer.mode == "hybrid"  # the deployment default when the index has a BM25 artifact

@@ -99,7 +99,10 @@ def cmd_serve(parser, args) -> int:
 
 def _print_answer(answer: dict) -> None:
     print(f"query: {answer['query']}")
-    print(f"floor {answer['floor']:.3f} · best score {answer['best_score']} · refused: {answer['refused']}")
+    best = "none" if answer["best_score"] is None else f"{answer['best_score']:.3f}"
+    print(f"floor {answer['floor']:.3f} · best score {best} · refused: {answer['refused']}")
+    if answer["stage1_weight"]:
+        print(f"order: reranker rank blended with stage-1 rank (stage1_weight {answer['stage1_weight']})")
     if answer["refused"]:
         print(f"  {answer['reason']}")
     for rank, hit in enumerate(answer["results"], 1):
