@@ -77,7 +77,7 @@ def _precisions(work: Path, fp32: Path, settings: ExportSettings) -> list[tuple[
 
 
 def task_of(kind: str, source_dir: Path) -> str:
-    """Our own cross-encoders export their token states; the mean-pooled head is applied at runtime."""
+    """Our own cross-encoders export their token states; `fold_head` then appends the mean-pooled head."""
     return "feature-extraction" if kind == "cross" and (source_dir / HEAD_FILE).is_file() else TASKS[kind]
 
 

@@ -69,3 +69,16 @@ def test_bad_paths_are_a_message_and_exit_1_not_a_traceback(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "twostage index:" in err and "twostage eval: not a BEIR directory" in err and "Traceback" not in err
+
+
+def test_required_gpu_or_unknown_provider_is_a_message_not_a_traceback(artifacts, capsys):
+    import onnxruntime
+
+    from twostage.cli import main
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert main(["serve", "--artifacts-dir", str(artifacts), "--require-gpu"]) == 1
+        assert "twostage serve: a GPU was required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--artifacts-dir", str(artifacts), "--providers", "cuda,tpu"])
+    assert exit_.value.code == 2 and "providers" in capsys.readouterr().err

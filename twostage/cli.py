@@ -8,12 +8,13 @@ import logging
 import os
 import sys
 
+from handler.onnx_model import ProviderError
 from handler.settings import Settings
 from handler.vector_index import IndexMismatchError
 from model_export.export import ExportError
 from twostage.flags import add_settings_flags, settings_from_args
 
-USER_ERRORS = (FileNotFoundError, ValueError, ExportError, IndexMismatchError)
+USER_ERRORS = (FileNotFoundError, ValueError, ExportError, IndexMismatchError, ProviderError)
 
 
 def cmd_export(parser, args) -> int:
