@@ -2,20 +2,26 @@
 
 Models, index and doc store load here, once per execution environment (during init, which Lambda
 does not bill at the request's memory size and which SnapStart/provisioned concurrency can absorb).
+The ONNX sessions start building before the API layer is imported: onnxruntime builds them without
+the GIL, so the imports below run meanwhile (handler/loading.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-from mangum import Mangum
-
-from handler.api import create_app
-from handler.pipeline import Retriever
+from handler.loading import start_loading
 from handler.settings import Settings
 
 settings = Settings()
 logging.basicConfig(level=settings.log_level.upper())
-retriever = Retriever.from_settings(settings)
+models = start_loading(settings)
+
+from mangum import Mangum  # noqa: E402  (imported while the models build)
+
+from handler.api import create_app  # noqa: E402
+from handler.pipeline import Retriever  # noqa: E402
+
+retriever = Retriever.from_settings(settings, models)
 app = create_app(retriever, settings)
 handler = Mangum(app, lifespan="off")

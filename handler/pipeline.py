@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +13,9 @@ from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.fusion import Candidate
-from handler.onnx_model import CrossEncoder, Encoder, available_cpus
+from handler.loading import Models, start_loading
+from handler.manifest import ModelManifest, read_manifest
+from handler.onnx_model import CrossEncoder, Encoder
 from handler.schemas import Hit, SearchResponse, Timings
 from handler.settings import Settings
 from handler.sparse_index import BM25Index
@@ -66,13 +69,20 @@ class Retriever:
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Retriever:
-        threads = settings.threads or available_cpus()
-        session = {"providers": settings.provider_names, "require_gpu": settings.require_gpu}
+    def from_settings(cls, settings: Settings, models: Future[Models] | None = None) -> Retriever:
+        """Load everything; `models` is a `start_loading` already under way (the Lambda handler starts
+        it before its other imports), else it starts here, beside the index load."""
+        models = models or start_loading(settings)
         clock = _Clock()  # cold start, part by part (benchmarks/cold_start.py, /health)
-        encoder = Encoder(settings.bi_dir, threads=threads, **session)
-        clock.lap("bi")
-        cross = CrossEncoder(settings.cross_dir, threads=threads, batch_size=settings.rerank_batch_size, **session)
+        index = VectorIndex(settings.index_dir, read_manifest(settings.bi_dir, ModelManifest))
+        clock.lap("ann_index")
+        docs = DocStore(settings.index_dir / DOCSTORE_NAME)
+        clock.lap("docstore")
+        bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
+        clock.lap("bm25")
+        loaded = models.result()
+        clock.lap("models_wait")
+        cross = loaded.cross
         if settings.batching:
             cross = BatchedCrossEncoder(
                 cross,
@@ -82,24 +92,10 @@ class Retriever:
                 settings.rerank_timeout_s,
                 settings.batch_workers,
             )
-        clock.lap("cross")
-        index = VectorIndex(settings.index_dir, encoder.manifest)
-        clock.lap("ann_index")
-        docs = DocStore(settings.index_dir / DOCSTORE_NAME)
-        clock.lap("docstore")
-        bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
-        clock.lap("bm25")
         floor, source = cls._default_floor(settings, cross)
-        log.info(
-            "loaded %d chunks (bm25: %s); %d threads; floor %.3f (%s); %s",
-            len(index),
-            bool(bm25),
-            threads,
-            floor,
-            source,
-            clock.laps,
-        )
-        return cls(encoder, cross, index, docs, bm25, floor, source, settings, clock.laps)
+        load_ms = loaded.load_ms | clock.laps
+        log.info("loaded %d chunks (bm25: %s); floor %.3f (%s); %s", len(index), bool(bm25), floor, source, load_ms)
+        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, load_ms)
 
     @property
     def default_mode(self) -> str:

@@ -113,3 +113,20 @@ class ErrorResponse(BaseModel):
     error: str
     message: str
     details: list[ErrorDetail] = []
+
+
+class ModelInfo(BaseModel):
+    source: str
+    sha256: str
+    quantization: dict[str, Any] | None
+
+
+class HealthResponse(BaseModel):
+    status: str
+    bi: ModelInfo
+    cross: ModelInfo
+    index: dict[str, int] = Field(description="chunks and documents in the loaded index")
+    floor: float
+    floor_source: str = Field(description="where the floor came from: setting, calibration or default")
+    load_ms: dict[str, float] = Field(description="what each part of init cost")
+    defaults: dict[str, int]
