@@ -1,15 +1,18 @@
-"""`twostage calibrate`: a 0–1 score that means what it says (Platt) and a floor picked from data.
+"""`twostage calibrate`: a 0–1 score that means what it says and a floor picked from data.
 
-Labelled pairs: stage-1 candidates of judged queries, relevant = in the qrels. Platt scaling maps the
-reranker's logits to probabilities; the floor is then the score that keeps answerable queries
-(a relevant doc in the top 10) answered at the target rate, or that admits at most the target share
-of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}` per request) pick the floor as
-a quantile of each request's best score instead.
+Labelled pairs: stage-1 candidates of judged queries, relevant = in the qrels. A logistic model of
+the reranker's logit and the bi-encoder cosine maps each pair to a probability of relevance (the
+/search score; with `ood_data`, the same queries against that foreign corpus join the fit as
+non-relevant pairs); Platt scaling of the logit alone scores /rerank. The floor is then the score
+that keeps answerable queries (a relevant doc in the top 10) answered at the target rate, or that
+admits at most the target share of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}`
+per request) pick the floor as a quantile of each request's best score instead.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +21,8 @@ from tqdm import tqdm
 from evaluation.beir import load_beir
 from evaluation.evaluate import ensure_index
 from evaluation.settings import CalibrateSettings, EvalSettings
+from handler.calibration import Logistic
 from handler.manifest import CALIBRATION_FILE, TRAINING_LOG, ModelManifest, read_manifest, write_manifest
-from handler.onnx_model import sigmoid
 from handler.pipeline import Retriever
 from handler.settings import Settings
 
@@ -29,51 +32,72 @@ def _retriever(settings: CalibrateSettings, data_dir: Path) -> Retriever:
     return Retriever.from_settings(Settings(artifacts_dir=settings.artifacts_dir, index_path=index, floor=0.0))
 
 
-def labelled_pairs(
-    retriever: Retriever, queries: dict, qrels: dict, k: int
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(query id, logits, labels) over each query's top-k stage-1 candidates, max over chunks per doc."""
-    out = []
-    for qid, text in tqdm(queries.items(), desc="scoring", unit="q"):
-        chunks, _ = retriever.recall(text, k, retriever.default_mode)
-        logits, _ = retriever.score(text, chunks)
-        best: dict[str, float] = {}
-        for chunk, logit in zip(chunks, logits.tolist(), strict=True):
-            best[chunk.doc_id] = max(logit, best.get(chunk.doc_id, -np.inf))
-        docs = list(best)
-        labels = np.array([1 if qrels.get(qid, {}).get(d, 0) > 0 else 0 for d in docs])
-        out.append((qid, np.array([best[d] for d in docs]), labels))
-    return out
+@dataclass
+class QueryPairs:
+    """One query's stage-1 candidates (best chunk per document): reranker logit, cosine, label."""
+
+    qid: str
+    logits: np.ndarray
+    cosines: np.ndarray
+    labels: np.ndarray
 
 
-def fit_platt(logits: np.ndarray, labels: np.ndarray) -> dict:
+def query_pairs(retriever: Retriever, qid: str, text: str, relevant: dict, k: int) -> QueryPairs:
+    chunks, candidates = retriever.recall(text, k, retriever.default_mode)
+    logits, _ = retriever.score(text, chunks, candidates)
+    best: dict[str, tuple[float, float]] = {}  # doc → (logit, cosine) of its best chunk
+    for chunk, candidate, logit in zip(chunks, candidates, logits.tolist(), strict=True):
+        if logit > best.get(chunk.doc_id, (-np.inf, 0.0))[0]:
+            best[chunk.doc_id] = (logit, candidate.similarity)
+    values = np.array(list(best.values()), dtype=np.float64).reshape(-1, 2)
+    labels = np.array([1 if relevant.get(d, 0) > 0 else 0 for d in best])
+    return QueryPairs(qid, values[:, 0], values[:, 1], labels)
+
+
+def labelled_pairs(retriever: Retriever, queries: dict, qrels: dict, k: int) -> list[QueryPairs]:
+    """Each query's top-k stage-1 candidates, relevant = in the qrels."""
+    return [
+        query_pairs(retriever, qid, text, qrels.get(qid, {}), k)
+        for qid, text in tqdm(queries.items(), desc="scoring", unit="q")
+    ]
+
+
+def _stack(pairs: list[QueryPairs], *fields: str) -> np.ndarray:
+    return np.column_stack([np.concatenate([getattr(p, f) for p in pairs]) for f in fields])
+
+
+def fit_logistic(pairs: list[QueryPairs], with_cosine: bool) -> Logistic:
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e4).fit(logits.reshape(-1, 1), labels)
-    return {"a": round(float(model.coef_[0, 0]), 6), "b": round(float(model.intercept_[0]), 6)}
+    features = ("logits", "cosines") if with_cosine else ("logits",)
+    model = LogisticRegression(C=1e4).fit(_stack(pairs, *features), _stack(pairs, "labels").ravel())
+    coef = [round(float(v), 6) for v in model.coef_[0]]
+    return Logistic(a=coef[0], b=round(float(model.intercept_[0]), 6), c=coef[1] if with_cosine else 0.0)
 
 
-def _answerable_best(pairs, platt: dict) -> np.ndarray:
-    """Best calibrated score of each query with a relevant doc among its top 10 after reranking."""
-    best = []
-    for _, logits, labels in pairs:
-        order = np.argsort(-logits)[:10]
-        if labels[order].any():
-            best.append(float(sigmoid(platt["a"] * logits[order[0]] + platt["b"])))
-    return np.array(best)
+def _best(pairs: QueryPairs, model: Logistic, top: int | None = None) -> float | None:
+    """The query's best served score, over its `top` candidates by reranker logit (all by default)."""
+    order = np.argsort(-pairs.logits)[:top]
+    return float(model(pairs.logits[order], pairs.cosines[order]).max()) if len(order) else None
 
 
-def choose_floor(pairs, platt: dict, settings: CalibrateSettings) -> float:
+def _answerable_best(pairs: list[QueryPairs], model: Logistic) -> np.ndarray:
+    """Best served score of each query with a relevant doc among its top 10 after reranking."""
+    answerable = [p for p in pairs if p.labels[np.argsort(-p.logits)[:10]].any()]
+    return np.array([_best(p, model, 10) for p in answerable])
+
+
+def choose_floor(pairs: list[QueryPairs], model: Logistic, settings: CalibrateSettings) -> float:
     if settings.objective == "answerable-refusal":
-        return float(np.quantile(_answerable_best(pairs, platt), settings.target, method="lower"))
-    negatives = np.concatenate([sigmoid(platt["a"] * lg[lb == 0] + platt["b"]) for _, lg, lb in pairs])
+        return float(np.quantile(_answerable_best(pairs, model), settings.target, method="lower"))
+    negatives = np.concatenate([model(p.logits, p.cosines)[p.labels == 0] for p in pairs])
     return float(np.quantile(negatives, 1 - settings.target, method="higher"))
 
 
-def keep_drop(pairs, platt: dict, floor: float) -> dict:
+def keep_drop(pairs: list[QueryPairs], model: Logistic, floor: float) -> dict:
     """Pair-level precision and recall of keeping (score ≥ floor) and of dropping."""
-    scores = np.concatenate([sigmoid(platt["a"] * lg + platt["b"]) for _, lg, _ in pairs])
-    labels = np.concatenate([lb for _, _, lb in pairs]).astype(bool)
+    scores = np.concatenate([model(p.logits, p.cosines) for p in pairs])
+    labels = np.concatenate([p.labels for p in pairs]).astype(bool)
     kept = scores >= floor
 
     def ratio(a, b):
@@ -88,14 +112,10 @@ def keep_drop(pairs, platt: dict, floor: float) -> dict:
     }
 
 
-def refusal_rate(retriever: Retriever, queries: dict, platt: dict, floor: float, k: int) -> float:
-    """Share of queries whose best calibrated score stays below the floor."""
-    refused = 0
-    for text in tqdm(queries.values(), desc="refusal", unit="q"):
-        chunks, _ = retriever.recall(text, k, retriever.default_mode)
-        logits, _ = retriever.score(text, chunks)
-        refused += float(sigmoid(platt["a"] * logits.max() + platt["b"])) < floor if len(logits) else 1
-    return round(refused / max(1, len(queries)), 4)
+def refusal_rate(pairs: list[QueryPairs], model: Logistic, floor: float) -> float:
+    """Share of queries whose best served score stays below the floor."""
+    refused = [(_best(p, model) or 0.0) < floor for p in pairs]
+    return round(sum(refused) / max(1, len(refused)), 4)
 
 
 def _dev_queries(settings: CalibrateSettings, data) -> dict:
@@ -113,26 +133,28 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     queries = _dev_queries(settings, data)
     retriever = _retriever(settings, settings.data)
     pairs = labelled_pairs(retriever, queries, data.qrels, settings.candidates)
-    platt = fit_platt(np.concatenate([p[1] for p in pairs]), np.concatenate([p[2] for p in pairs]))
-    floor = choose_floor(pairs, platt, settings)
+    other = _retriever(settings, settings.ood_data) if settings.ood_data else None
+    # The same queries against a foreign corpus: every candidate there is non-relevant, which
+    # teaches the fit how little a confident logit means when the cosine says "other domain".
+    foreign = labelled_pairs(other, queries, {}, settings.candidates) if other else []
+    platt = fit_logistic(pairs, with_cosine=False)
+    search = fit_logistic(pairs + foreign, with_cosine=True)
+    floor = choose_floor(pairs, search, settings)
     report = {
-        "fitted_on": {"data": str(settings.data), "split": settings.split, "queries": len(queries)},
-        "keep_drop": keep_drop(pairs, platt, floor),
+        "fitted_on": {
+            "data": str(settings.data),
+            "split": settings.split,
+            "queries": len(queries),
+            "foreign_corpus": str(settings.ood_data) if other else None,
+        },
+        "keep_drop": keep_drop(pairs, search, floor),
+        "answerable_refused": round(float((_answerable_best(pairs, search) < floor).mean()), 4),
     }
     if settings.eval_split:
-        test = load_beir(settings.data, settings.eval_split)
-        test_pairs = labelled_pairs(retriever, test.queries, test.qrels, settings.candidates)
-        answerable = _answerable_best(test_pairs, platt)
-        report["in_domain"] = {
-            "split": settings.eval_split,
-            "answerable_queries": int(len(answerable)),
-            "answerable_refused": round(float((answerable < floor).mean()), 4),
-            "keep_drop": keep_drop(test_pairs, platt, floor),
-        }
-        if settings.ood_data:
-            report["out_of_domain"] = _out_of_domain(settings, retriever, test.queries, platt, floor)
+        report |= _evaluate(settings, retriever, other, search, floor)
     return {
-        "platt": platt,
+        "platt": {"a": platt.a, "b": platt.b},
+        "platt_cosine": {"a": search.a, "b": search.b, "c": search.c},
         "floor": round(floor, 6),
         "objective": settings.objective,
         "target": settings.target,
@@ -140,18 +162,28 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     }
 
 
-def _out_of_domain(settings: CalibrateSettings, retriever: Retriever, queries: dict, platt: dict, floor: float):
-    """Queries of the calibration data against another corpus, and that corpus's queries against ours."""
-    other = load_beir(settings.ood_data, settings.ood_split)
-    other_retriever = _retriever(settings, settings.ood_data)
-    return {
-        f"{settings.data.name}_queries_on_{settings.ood_data.name}": refusal_rate(
-            other_retriever, queries, platt, floor, settings.candidates
-        ),
-        f"{settings.ood_data.name}_queries_on_{settings.data.name}": refusal_rate(
-            retriever, other.queries, platt, floor, settings.candidates
-        ),
+def _evaluate(settings: CalibrateSettings, retriever: Retriever, other: Retriever | None, model, floor) -> dict:
+    """In-domain refusal on the eval split, and out-of-domain refusal both ways when there is ood_data."""
+    test = load_beir(settings.data, settings.eval_split)
+    test_pairs = labelled_pairs(retriever, test.queries, test.qrels, settings.candidates)
+    answerable = _answerable_best(test_pairs, model)
+    report = {
+        "in_domain": {
+            "split": settings.eval_split,
+            "answerable_queries": int(len(answerable)),
+            "answerable_refused": round(float((answerable < floor).mean()), 4),
+            "keep_drop": keep_drop(test_pairs, model, floor),
+        }
     }
+    if other:
+        theirs = load_beir(settings.ood_data, settings.ood_split)
+        ours_there = labelled_pairs(other, test.queries, {}, settings.candidates)
+        theirs_here = labelled_pairs(retriever, theirs.queries, {}, settings.candidates)
+        report["out_of_domain"] = {
+            f"{settings.data.name}_queries_on_{settings.ood_data.name}": refusal_rate(ours_there, model, floor),
+            f"{settings.ood_data.name}_queries_on_{settings.data.name}": refusal_rate(theirs_here, model, floor),
+        }
+    return report
 
 
 def calibrate_from_traces(settings: CalibrateSettings) -> dict:
@@ -176,8 +208,8 @@ def calibrate(settings: CalibrateSettings) -> dict:
     calibration = calibrate_from_traces(settings) if settings.traces else calibrate_from_pairs(settings)
     cross_dir = settings.artifacts_dir / "models" / "cross"
     manifest = read_manifest(cross_dir, ModelManifest)
-    if settings.traces and manifest.calibration and "platt" in manifest.calibration:
-        calibration["platt"] = manifest.calibration["platt"]  # traces are already calibrated scores
+    if settings.traces and manifest.calibration:  # traces are already calibrated scores: keep the models
+        calibration |= {k: v for k, v in manifest.calibration.items() if k in ("platt", "platt_cosine")}
     manifest.calibration = calibration
     write_manifest(cross_dir, manifest)
     # A copy beside the model: put it in the HF model directory and every export carries it.

@@ -62,9 +62,9 @@ def ensure_index(settings: EvalSettings) -> Path:
     return index_dir
 
 
-def _without(chunks, candidates, excluded: dict) -> tuple[list, list[float]]:
+def _without(chunks, candidates, excluded: dict) -> tuple[list, list]:
     keep = [i for i, c in enumerate(chunks) if c.doc_id not in excluded]
-    return [chunks[i] for i in keep], [candidates[i].score for i in keep]
+    return [chunks[i] for i in keep], [candidates[i] for i in keep]
 
 
 def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, exclude: dict) -> Runs:
@@ -73,14 +73,14 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
     depth = max(settings.recall_k, settings.diagnose_depth)
     for qid, text in tqdm(data.queries.items(), desc="queries", unit="q"):
         excluded = exclude.get(qid, {})
-        deep_chunks, deep_scores = _without(*retriever.recall(text, depth, settings.mode), excluded)
-        deep = _max_by_doc([c.doc_id for c in deep_chunks], deep_scores)  # best first, so order = doc rank
+        deep_chunks, deep_candidates = _without(*retriever.recall(text, depth, settings.mode), excluded)
+        deep = _max_by_doc([c.doc_id for c in deep_chunks], [c.score for c in deep_candidates])  # best first
         runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
-        top, stage1_scores = _without(*retriever.recall(text, settings.recall_k, settings.mode), excluded)
-        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], stage1_scores)
+        top, candidates = _without(*retriever.recall(text, settings.recall_k, settings.mode), excluded)
+        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], [c.score for c in candidates])
         if settings.rerank:
-            _, scores = retriever.score(text, top)
-            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], retriever.order_keys(scores))
+            logits, scores = retriever.score(text, top, candidates)
+            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], retriever.order_keys(logits))
             runs.two_stage_scores[qid] = _max_by_doc([c.doc_id for c in top], scores)
     return runs
 

@@ -39,7 +39,9 @@ class CalibrateSettings(BaseSettings):
     split: str = Field("train", description="split to fit on (its dev queries when the reranker recorded them)")
     dev_only: bool = Field(True, description="fit only on the dev queries held out at training time")
     eval_split: str | None = Field("test", description="split to report in-domain refusal on (empty: skip)")
-    ood_data: Path | None = Field(None, description="another BEIR directory: out-of-domain refusal, both ways")
+    ood_data: Path | None = Field(
+        None, description="another BEIR directory: its corpus joins the fit as non-relevant; refusal reported both ways"
+    )
     ood_split: str = Field("test", description="split of ood_data whose queries are used")
     artifacts_dir: Path = artifacts_dir_field("calibration is written into <artifacts_dir>/models/cross/manifest.json")
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")

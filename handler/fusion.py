@@ -14,7 +14,7 @@ class Candidate:
     label: int
     score: float  # the stage-1 score that ranked it (cosine, BM25 or fused)
     found_by: list[str] = field(default_factory=list)
-    similarity: float | None = None  # bi-encoder cosine, when the dense side found it
+    similarity: float | None = None  # bi-encoder cosine (set by the dense side, else filled in after fusion)
 
 
 def _merge(sides: Sides, contributions: dict[str, list[float]]) -> list[Candidate]:

@@ -152,13 +152,6 @@ class CrossEncoder(OnnxModel):
         """One session run over exactly these pairs (the dynamic batcher has already sized them)."""
         return self._logit_batch(self._feeds(encodings))
 
-    def scores(self, logits: np.ndarray) -> np.ndarray:
-        """Served 0–1 score: sigmoid, after the manifest's Platt calibration when there is one."""
-        platt = (self.manifest.calibration or {}).get("platt")
-        if platt:
-            logits = platt["a"] * logits + platt["b"]
-        return sigmoid(logits)
-
     def _logit_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
 
@@ -166,7 +159,3 @@ class CrossEncoder(OnnxModel):
 def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     mask = attention_mask[..., None].astype(np.float32)
     return (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))

@@ -11,6 +11,7 @@ import numpy as np
 
 from handler import fusion
 from handler.batching import BatchedCrossEncoder
+from handler.calibration import Calibration
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.fusion import Candidate
 from handler.loading import Models, start_loading
@@ -66,6 +67,7 @@ class Retriever:
     floor: float
     floor_source: str
     settings: Settings
+    calibration: Calibration = field(default_factory=lambda: Calibration.from_dict(None))
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -93,9 +95,10 @@ class Retriever:
                 settings.batch_workers,
             )
         floor, source = cls._default_floor(settings, cross)
+        calibration = Calibration.from_dict(cross.manifest.calibration)
         load_ms = loaded.load_ms | clock.laps
         log.info("loaded %d chunks (bm25: %s); floor %.3f (%s); %s", len(index), bool(bm25), floor, source, load_ms)
-        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, load_ms)
+        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, calibration, load_ms)
 
     @property
     def default_mode(self) -> str:
@@ -119,47 +122,60 @@ class Retriever:
     def recall(
         self, query: str, recall_k: int, mode: str, clock: _Clock | None = None
     ) -> tuple[list[Chunk], list[Candidate]]:
-        """Stage 1: the best recall_k chunks by dense similarity, BM25, or both fused; best first."""
+        """Stage 1: the best recall_k chunks by dense similarity, BM25, or both fused; best first.
+        Every candidate carries its bi-encoder cosine (the calibrated score uses it), whichever side
+        found it."""
         clock = clock or _Clock()
         depth = (self.settings.hybrid_depth or recall_k) if mode == "hybrid" else recall_k
+        vector = self.encoder.embed([query])[0]
+        clock.lap("embed")
         sides = {}
         if mode in ("dense", "hybrid"):
-            vector = self.encoder.embed([query])[0]
-            clock.lap("embed")
             sides["dense"] = self.index.search(vector, depth)
             clock.lap("ann")
         if mode in ("bm25", "hybrid"):
             sides["bm25"] = self.bm25.search(query, depth)
             clock.lap("bm25")
         candidates = self._fuse(sides)[:recall_k] if mode == "hybrid" else fusion.single(sides)
+        self._fill_similarity(vector, candidates)
         clock.lap("fuse")
         chunks = self.docs.fetch([c.label for c in candidates])
         clock.lap("fetch")
         return chunks, candidates
+
+    def _fill_similarity(self, vector: np.ndarray, candidates: list[Candidate]) -> None:
+        """The cosine of candidates only BM25 found, from the vectors stored in the index."""
+        missing = [c for c in candidates if c.similarity is None]
+        if missing:
+            for candidate, cosine in zip(
+                missing, self.index.similarity(vector, [c.label for c in missing]), strict=True
+            ):
+                candidate.similarity = float(cosine)
 
     def _fuse(self, sides: fusion.Sides) -> list[Candidate]:
         if self.settings.fusion == "weighted":
             return fusion.weighted(sides, self.settings.dense_weight)
         return fusion.reciprocal_rank(sides, self.settings.rrf_k)
 
-    def score(self, query: str, chunks: list[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, query: str, chunks: list[Chunk], candidates: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`."""
         logits = self.cross.logits(query, [c.passage for c in chunks])
-        return logits, self.cross.scores(logits)
+        cosines = np.array([c.similarity for c in candidates], dtype=np.float32)
+        return logits, self.calibration.search(logits, cosines)
 
-    def order_keys(self, scores: np.ndarray) -> np.ndarray:
+    def order_keys(self, logits: np.ndarray) -> np.ndarray:
         """What the final order sorts by (higher first), for candidates in stage-1 order.
 
-        The reranker's score alone, or, with stage1_weight w > 0, a rank fusion of both stages:
+        The reranker's logit alone, or, with stage1_weight w > 0, a rank fusion of both stages:
         1/(k + reranker rank) + w/(k + stage-1 rank). A reranker trained on one domain can misjudge
         another; keeping some of stage 1's order bounds that damage (docs/results.md)."""
         weight = self.settings.stage1_weight
-        if weight == 0 or len(scores) == 0:
-            return np.asarray(scores, dtype=np.float64)
+        if weight == 0 or len(logits) == 0:
+            return np.asarray(logits, dtype=np.float64)
         k = self.settings.rrf_k
-        rerank_rank = np.empty(len(scores))
-        rerank_rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-        return 1.0 / (k + rerank_rank) + weight / (k + np.arange(1, len(scores) + 1))
+        rerank_rank = np.empty(len(logits))
+        rerank_rank[np.argsort(-logits, kind="stable")] = np.arange(1, len(logits) + 1)
+        return 1.0 / (k + rerank_rank) + weight / (k + np.arange(1, len(logits) + 1))
 
     def search(
         self, query: str, recall_k: int, top_k: int, floor: float | None = None, mode: str | None = None
@@ -168,9 +184,9 @@ class Retriever:
         mode = mode or self.default_mode
         clock = _Clock()
         chunks, candidates = self.recall(query, recall_k, mode, clock)
-        logits, scores = self.score(query, chunks)
+        logits, scores = self.score(query, chunks, candidates)
         clock.lap("rerank")
-        order = np.argsort(-self.order_keys(scores), kind="stable")
+        order = np.argsort(-self.order_keys(logits), kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
         hits = [_hit(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
         clock.lap("floor")
@@ -201,4 +217,4 @@ class Retriever:
 
     def rerank(self, query: str, documents: list[str]) -> np.ndarray:
         """Scores for caller-supplied documents (the /rerank endpoint)."""
-        return self.cross.scores(self.cross.logits(query, documents))
+        return self.calibration.rerank(self.cross.logits(query, documents))

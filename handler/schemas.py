@@ -34,11 +34,13 @@ class Hit(BaseModel):
     title: str
     text: str
     metadata: dict[str, Any]
-    score: float = Field(description="relevance, 0–1: sigmoid of the (calibrated) cross-encoder logit")
+    score: float = Field(
+        description="relevance, 0–1, calibrated from the cross-encoder logit and bi-encoder cosine; the floor applies"
+    )
     logit: float = Field(description="raw cross-encoder logit")
     stage1_rank: int = Field(description="1-based rank in the stage-1 candidates")
     stage1_score: float = Field(description="the stage-1 score: cosine (dense), BM25 (bm25) or fused (hybrid)")
-    stage1_similarity: float | None = Field(description="bi-encoder cosine, when the dense side found it")
+    stage1_similarity: float | None = Field(description="bi-encoder cosine of query and chunk, whichever side found it")
     found_by: list[str] = Field(description="stage-1 side(s) that retrieved it: dense, bm25")
 
 

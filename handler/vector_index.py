@@ -43,3 +43,10 @@ class VectorIndex:
         k = min(k, len(self))
         labels, distances = self.index.knn_query(vector.reshape(1, -1), k=k)
         return labels[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+
+    def similarity(self, vector: np.ndarray, labels: list[int]) -> np.ndarray:
+        """Cosine of the query vector and these stored chunks (hnswlib keeps cosine-space vectors
+        normalised; the norms are divided out anyway, for an index in another space)."""
+        stored = self.index.get_items(labels, return_type="numpy")
+        norms = np.linalg.norm(stored, axis=1) * max(float(np.linalg.norm(vector)), 1e-12)
+        return (stored @ vector / np.clip(norms, 1e-12, None)).astype(np.float32)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from handler.calibration import sigmoid
 from handler.manifest import HEAD_FILE
-from handler.onnx_model import CrossEncoder, Encoder, sigmoid
+from handler.onnx_model import CrossEncoder, Encoder
 
 _LONG = (
     "The committee reviewed every maintenance record of the pumping station, starting with the "

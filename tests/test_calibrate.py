@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from evaluation.calibrate import calibrate
@@ -33,7 +34,9 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
         candidates=10,
     )
     result = calibrate(settings)
-    assert set(result["platt"]) == {"a", "b"} and 0.0 <= result["floor"] <= 1.0
+    assert set(result["platt"]) == {"a", "b"} and set(result["platt_cosine"]) == {"a", "b", "c"}
+    assert 0.0 <= result["floor"] <= 1.0
+    assert result["report"]["fitted_on"]["foreign_corpus"] == str(other)
     report = result["report"]
     assert report["fitted_on"]["queries"] == 5 and report["keep_drop"]["pairs"] >= 5
     assert 0.0 <= report["in_domain"]["answerable_refused"] <= 1.0
@@ -43,10 +46,17 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
     assert json.loads((own_artifacts / "models" / "cross" / CALIBRATION_FILE).read_text()) == result
     retriever = Retriever.from_settings(Settings(artifacts_dir=own_artifacts))
     assert (retriever.floor, retriever.floor_source) == (result["floor"], "calibration")
-    # The served score is the calibrated one: sigmoid(a * logit + b).
-    logits, scores = retriever.score("dose for children", retriever.docs.fetch([0, 1]))
-    a, b = result["platt"]["a"], result["platt"]["b"]
-    assert scores == pytest.approx(1 / (1 + __import__("numpy").exp(-(a * logits + b))), rel=1e-5)
+    # /search serves sigmoid(a * logit + b + c * cosine), with every candidate's bi-encoder cosine.
+    chunks, candidates = retriever.recall("dose for children", 5, "hybrid")
+    logits, scores = retriever.score("dose for children", chunks, candidates)
+    cosines = np.array([c.similarity for c in candidates])
+    fit = result["platt_cosine"]
+    expected = 1 / (1 + np.exp(-(fit["a"] * logits + fit["b"] + fit["c"] * cosines)))
+    assert scores == pytest.approx(expected, rel=1e-5)
+    # /rerank has no stage 1: the logit alone, Platt-scaled.
+    platt = result["platt"]
+    reranked = retriever.rerank("dose for children", [c.passage for c in chunks])
+    assert reranked == pytest.approx(1 / (1 + np.exp(-(platt["a"] * logits + platt["b"]))), rel=1e-5)
 
 
 def test_calibration_from_score_traces_refuses_the_target_share(own_artifacts, tmp_path):
