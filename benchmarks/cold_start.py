@@ -52,8 +52,10 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     from index_build.settings import IndexSettings
 
     manifest = read_manifest(source, IndexManifest)
-    if (target / "manifest.json").is_file() and read_manifest(target, IndexManifest).count == chunks:
-        return target
+    if (target / "manifest.json").is_file():
+        built = read_manifest(target, IndexManifest)
+        if (built.count, built.encoder_sha256) == (chunks, manifest.encoder_sha256):
+            return target
     real = hnswlib.Index(space="cosine", dim=manifest.dims)
     real.load_index(str(source / INDEX_NAME))
     vectors = np.asarray(real.get_items(list(range(manifest.count))), dtype=np.float32)

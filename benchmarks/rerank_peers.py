@@ -52,13 +52,22 @@ def classification_model(bench_dir: Path) -> Path:
     return hf
 
 
+def _exported_with_current_recipe(target: Path, quantize: str) -> bool:
+    from handler.manifest import ModelManifest, read_manifest
+    from model_export.export import INT8
+
+    if not (target / "manifest.json").is_file():
+        return False
+    return read_manifest(target, ModelManifest).quantization == (INT8["cross"] if quantize == "int8" else None)
+
+
 def export(hf: Path, bench_dir: Path, quantize: str) -> Path:
     """Our export, then the file layouts the peers look for, all pointing at the same graph."""
     from model_export.export import export_all
     from model_export.settings import ExportSettings
 
     target = bench_dir / quantize / "cross"
-    if not (target / "manifest.json").is_file():
+    if not _exported_with_current_recipe(target, quantize):
         # a speed benchmark: the untrained head's logits barely vary, so no parity gate
         settings = ExportSettings(
             models_dir=bench_dir / quantize,

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 TASKS = {"bi": "feature-extraction", "cross": "text-classification"}
 RUNTIME_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt")
-INT8 = {"dtype": "int8", "mode": "dynamic", "per_channel": True, "weights": "int8, 7-bit range", "matmuls": "weights"}
+INT8 = {
+    "bi": {"dtype": "int8", "mode": "dynamic", "per_channel": True, "target": "avx2"},
+    "cross": {"dtype": "int8", "mode": "dynamic", "per_channel": True, "weights": "s8, 7-bit", "matmuls": "weights"},
+}
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 
@@ -46,14 +49,29 @@ def onnx_export(source_dir: Path, out_dir: Path, task: str) -> Path:
     return out_dir / "model.onnx"
 
 
-def quantize_int8(onnx_dir: Path) -> Path:
-    """Dynamic int8: per-channel signed weights in a 7-bit range, uint8 activations, weight MatMuls only.
+def quantize_int8_bi(onnx_dir: Path) -> Path:
+    """The bi-encoder: optimum's dynamic int8, per-channel (per-tensor measured cosine .96 vs .992).
+
+    Kept for the bi-encoder because stage 1 measured better with it than with the reranker's recipe
+    below (SciFact hybrid Recall@100 +.022 over the better single side vs +.019; Cranfield dense
+    nDCG@10 .418 vs .409, docs/results.md §1); a query embedding costs ≈ 3 ms either way."""
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    config = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
+    ORTQuantizer.from_pretrained(onnx_dir, file_name="model.onnx").quantize(config, save_dir=onnx_dir)
+    return onnx_dir / "model_quantized.onnx"
+
+
+def quantize_int8_cross(onnx_dir: Path) -> Path:
+    """The reranker, the hot path: per-channel signed weights in a 7-bit range, uint8 activations,
+    weight MatMuls only.
 
     onnxruntime's quantiser directly, not optimum's ORTQuantizer, which cannot keep the attention
     MatMuls (activation × activation) in fp32: quantising those cost parity (worst |Δ logit| .083 vs
     .069 of the range) and time (12% of a batch in MatMulIntegerToFloat). Signed weights run the VNNI
     kernels (1.45× the unsigned ones on this CPU); the 7-bit range keeps AVX2 machines without VNNI
-    clear of the u8×s8 saturation they are prone to (docs/results.md §8).
+    clear of the u8×s8 saturation they are prone to (`benchmarks/int8_variants.py`, docs/results.md §1).
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -81,10 +99,11 @@ def optimize_fp16(onnx_dir: Path) -> Path:
     return onnx_dir / "fp16" / "model_optimized.onnx"
 
 
-def _precisions(work: Path, fp32: Path, settings: ExportSettings) -> list[tuple[Path, dict | None]]:
+def _precisions(kind: str, work: Path, fp32: Path, settings: ExportSettings) -> list[tuple[Path, dict | None]]:
     """Candidate graphs, preferred first; fp32 (None) is always the last resort."""
     if settings.quantize == "int8":
-        return [(quantize_int8(work), INT8), (fp32, None)]
+        quantize = quantize_int8_bi if kind == "bi" else quantize_int8_cross
+        return [(quantize(work), INT8[kind]), (fp32, None)]
     if settings.quantize == "fp16":
         return [(optimize_fp16(work), {"dtype": "fp16", "optimization_level": 2, "for": "gpu"}), (fp32, None)]
     return [(fp32, None)]
@@ -150,7 +169,7 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
     with tempfile.TemporaryDirectory(prefix=f"twostage-{kind}-") as tmp:
         work = Path(tmp)
         fp32 = onnx_export(source_dir, work, task_of(kind, source_dir))
-        for onnx_file, quantization in _precisions(work, fp32, settings):
+        for onnx_file, quantization in _precisions(kind, work, fp32, settings):
             installed = _install(onnx_file, work, source_dir, target_dir)
             manifest = _manifest(kind, source, source_dir, installed, settings, quantization)
             write_manifest(target_dir, manifest)
