@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +13,7 @@ from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.fusion import Candidate
-from handler.loading import Models, start_loading
+from handler.loading import PendingModels, start_loading
 from handler.manifest import ModelManifest, read_manifest
 from handler.onnx_model import CrossEncoder, Encoder
 from handler.schemas import Hit, SearchResponse, Timings
@@ -71,7 +70,7 @@ class Retriever:
     load_ms: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, models: Future[Models] | None = None) -> Retriever:
+    def from_settings(cls, settings: Settings, models: PendingModels | None = None) -> Retriever:
         """Load everything; `models` is a `start_loading` already under way (the Lambda handler starts
         it before its other imports), else it starts here, beside the index load."""
         models = models or start_loading(settings)

@@ -1,0 +1,19 @@
+"""Both models build on worker threads; waiting for them gives the models or the loading error."""
+
+import pytest
+
+from handler.loading import start_loading
+from handler.onnx_model import CrossEncoder, Encoder
+from handler.settings import Settings
+
+
+def test_both_models_load_in_the_background_with_their_timings(artifacts):
+    models = start_loading(Settings(artifacts_dir=artifacts)).result()
+    assert isinstance(models.encoder, Encoder) and isinstance(models.cross, CrossEncoder)
+    assert set(models.load_ms) == {"bi_ms", "cross_ms"} and min(models.load_ms.values()) > 0
+
+
+def test_a_model_that_fails_to_load_raises_when_waited_for(tmp_path):
+    pending = start_loading(Settings(artifacts_dir=tmp_path))  # no models here
+    with pytest.raises(FileNotFoundError):
+        pending.result()
