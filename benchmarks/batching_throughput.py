@@ -15,9 +15,8 @@ import statistics
 import threading
 import time
 
-from benchmarks.gpu_rerank import make_pairs
+from benchmarks.gpu_rerank import add_model_arguments, load_model, make_pairs
 from handler.batching import BatchedCrossEncoder
-from handler.onnx_model import DEFAULT_PROVIDERS, CrossEncoder
 
 
 def run_clients(score, clients: int, requests: int, query: str, passages: list[str]) -> tuple[float, float]:
@@ -44,9 +43,7 @@ def run_clients(score, clients: int, requests: int, query: str, passages: list[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default="artifacts/models/cross")
-    parser.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
-    parser.add_argument("--require-gpu", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--requests", type=int, default=4)
     parser.add_argument("--pairs", type=int, default=100)
@@ -55,7 +52,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="batches prepared and run at once")
     args = parser.parse_args()
 
-    model = CrossEncoder(args.model_dir, providers=args.providers.split(","), require_gpu=args.require_gpu)
+    model = load_model(args)
     batched = BatchedCrossEncoder(
         model, args.max_batch_tokens, args.max_wait_ms, max_pending=1024, timeout_s=600, workers=args.workers
     )

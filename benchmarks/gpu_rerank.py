@@ -25,6 +25,17 @@ def make_pairs(count: int, tokens: int, seed: int = 0) -> tuple[str, list[str]]:
     return query, [" ".join(rng.choice(vocab, tokens)) for _ in range(count)]
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The cross-encoder under test and the providers it must run on (shared by the GPU benchmarks)."""
+    parser.add_argument("--model-dir", default="artifacts/models/cross")
+    parser.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
+    parser.add_argument("--require-gpu", action="store_true")
+
+
+def load_model(args: argparse.Namespace) -> CrossEncoder:
+    return CrossEncoder(args.model_dir, providers=args.providers.split(","), require_gpu=args.require_gpu)
+
+
 def throughput(model: CrossEncoder, query: str, passages: list[str], batch_size: int, repeats: int) -> float:
     model.batch_size = batch_size
     model.logits(query, passages[: batch_size * 2])  # warm-up: kernels, arena growth, cuDNN algorithm search
@@ -36,16 +47,14 @@ def throughput(model: CrossEncoder, query: str, passages: list[str], batch_size:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", default="artifacts/models/cross")
-    parser.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
-    parser.add_argument("--require-gpu", action="store_true")
+    add_model_arguments(parser)
     parser.add_argument("--batch-sizes", default="32,64,128,256,512")
     parser.add_argument("--pairs", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
 
-    model = CrossEncoder(args.model_dir, providers=args.providers.split(","), require_gpu=args.require_gpu)
+    model = load_model(args)
     query, passages = make_pairs(args.pairs, model.manifest.max_length)
     lengths = [len(e.ids) for e in model.tokenizer.encode_batch([(query, p) for p in passages[:64]])]
     started = time.perf_counter()
