@@ -130,6 +130,7 @@ def _dev_queries(settings: CalibrateSettings, data) -> dict:
 
 def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     data = load_beir(settings.data, settings.split)
+    theirs = load_beir(settings.ood_data, settings.ood_split) if settings.ood_data else None  # fail before any work
     queries = _dev_queries(settings, data)
     retriever = _retriever(settings, settings.data)
     pairs = labelled_pairs(retriever, queries, data.qrels, settings.candidates)
@@ -151,7 +152,7 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
         "answerable_refused": round(float((_answerable_best(pairs, search) < floor).mean()), 4),
     }
     if settings.eval_split:
-        report |= _evaluate(settings, retriever, other, search, floor)
+        report |= _evaluate(settings, retriever, other, theirs, search, floor)
     return {
         "platt": {"a": platt.a, "b": platt.b},
         "platt_cosine": {"a": search.a, "b": search.b, "c": search.c},
@@ -162,7 +163,7 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     }
 
 
-def _evaluate(settings: CalibrateSettings, retriever: Retriever, other: Retriever | None, model, floor) -> dict:
+def _evaluate(settings: CalibrateSettings, retriever: Retriever, other: Retriever | None, theirs, model, floor) -> dict:
     """In-domain refusal on the eval split, and out-of-domain refusal both ways when there is ood_data."""
     test = load_beir(settings.data, settings.eval_split)
     test_pairs = labelled_pairs(retriever, test.queries, test.qrels, settings.candidates)
@@ -176,7 +177,6 @@ def _evaluate(settings: CalibrateSettings, retriever: Retriever, other: Retrieve
         }
     }
     if other:
-        theirs = load_beir(settings.ood_data, settings.ood_split)
         ours_there = labelled_pairs(other, test.queries, {}, settings.candidates)
         theirs_here = labelled_pairs(retriever, theirs.queries, {}, settings.candidates)
         report["out_of_domain"] = {

@@ -65,3 +65,18 @@ def test_calibration_from_score_traces_refuses_the_target_share(own_artifacts, t
     result = calibrate(CalibrateSettings(traces=traces, target=0.1, artifacts_dir=own_artifacts))
     assert result["floor"] == pytest.approx(0.09)
     assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration["floor"] == result["floor"]
+
+
+def test_a_missing_out_of_domain_directory_fails_before_any_scoring(own_artifacts, tiny_beir, tmp_path):  # noqa: F811
+    before = read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration
+    settings = CalibrateSettings(
+        data=tiny_beir,
+        split="test",
+        ood_data=tmp_path / "missing",
+        artifacts_dir=own_artifacts,
+        eval_dir=tmp_path / "eval",
+    )
+    with pytest.raises(FileNotFoundError, match="missing"):
+        calibrate(settings)
+    assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration == before
+    assert not (tmp_path / "eval").exists()  # no index was built for the calibration data
