@@ -60,6 +60,9 @@ def make_session(
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads would spin for work: on a 2-vCPU Lambda that takes CPU from the init's
+    # imports and index load (A/B: −80 ms CPU) while rerank speed does not change (docs/results.md §8).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=wanted_providers(providers))
     # ORT falls back to CPU silently when CUDA/TensorRT cannot start (get_device() still says GPU):
     # what really runs is session.get_providers().

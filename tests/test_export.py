@@ -69,3 +69,21 @@ def test_parity_gate_failure_is_a_clear_error(tmp_path):
 def test_missing_local_model_directory_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model directory not found"):
         resolve_model_dir(str(tmp_path / "nope"))
+
+
+def test_int8_graph_is_stored_with_onnxruntime_optimizations(artifacts):
+    """The served file already holds ORT's fusions: optimising it again at load changes nothing."""
+    import onnx
+    import onnxruntime as ort
+
+    path = artifacts / "models" / "bi" / "model.onnx"
+    assert any(node.domain == "com.microsoft" for node in onnx.load(str(path)).graph.node)
+    encoder = Encoder(artifacts / "models" / "bi")
+    feeds = encoder._feeds(encoder.tokenizer.encode_batch(["dose for children", "a longer text about fever"]))
+    outputs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, feeds)[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -17,3 +17,9 @@ def test_a_model_that_fails_to_load_raises_when_waited_for(tmp_path):
     pending = start_loading(Settings(artifacts_dir=tmp_path))  # no models here
     with pytest.raises(FileNotFoundError):
         pending.result()
+
+
+def test_sessions_do_not_spin_idle_threads(artifacts):
+    """Spinning intra-op threads would take the 2 vCPUs the rest of the init needs."""
+    session = Encoder(artifacts / "models" / "bi").session
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
