@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,18 @@ class BeirData:
     @property
     def corpus(self) -> Path:
         return self.root / "corpus.jsonl"
+
+
+def corpus_titles(path: Path, n: int, seed: int = 0) -> dict[str, str]:
+    """`n` titles of a corpus (a fixed random sample), keyed by document id: questions from another
+    collection that touch none of its judged queries."""
+    titles = {}
+    with open(path) as handle:
+        for line in handle:
+            row = json.loads(line)
+            if str(row.get("title", "")).strip():
+                titles[str(row["_id"])] = row["title"].strip()
+    return dict(random.Random(seed).sample(sorted(titles.items()), min(n, len(titles))))
 
 
 def read_pairs(path: Path) -> dict[str, dict[str, int]]:

@@ -2,10 +2,12 @@
 
 Labelled pairs: stage-1 candidates of judged queries, relevant = in the qrels. A logistic model of
 the reranker's logit and the bi-encoder cosine maps each pair to a probability of relevance (the
-/search score; with `ood_data`, the same queries against that foreign corpus join the fit as
-non-relevant pairs); Platt scaling of the logit alone scores /rerank. The floor is then the score
-that keeps answerable queries (a relevant doc in the top 10) answered at the target rate, or that
-admits at most the target share of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}`
+/search score; with `ood_data`, foreign pairs join the fit as non-relevant: the same queries against
+that corpus, and that corpus's titles asked against ours); Platt scaling of the logit alone scores
+/rerank. The floor (objective `window`) sits between the highest score that keeps answerable queries
+(a relevant doc in the top 10) answered at the target rate and the lowest that refuses `ood_target`
+of each set of foreign queries; `answerable-refusal` takes the first alone, `false-accept` admits at
+most the target share of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}`
 per request) pick the floor as a quantile of each request's best score instead.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.beir import load_beir
+from evaluation.beir import corpus_titles, load_beir
 from evaluation.evaluate import ensure_index
 from evaluation.settings import CalibrateSettings, EvalSettings
 from handler.calibration import Logistic
@@ -87,11 +89,29 @@ def _answerable_best(pairs: list[QueryPairs], model: Logistic) -> np.ndarray:
     return np.array([_best(p, model, 10) for p in answerable])
 
 
-def choose_floor(pairs: list[QueryPairs], model: Logistic, settings: CalibrateSettings) -> float:
-    if settings.objective == "answerable-refusal":
-        return float(np.quantile(_answerable_best(pairs, model), settings.target, method="lower"))
-    negatives = np.concatenate([model(p.logits, p.cosines)[p.labels == 0] for p in pairs])
-    return float(np.quantile(negatives, 1 - settings.target, method="higher"))
+def choose_floor(
+    pairs: list[QueryPairs], model: Logistic, settings: CalibrateSettings, foreign: list[list[QueryPairs]]
+) -> tuple[float, str, list[float] | None]:
+    """The floor, the objective that set it, and the window (lowest, highest floor meeting both targets)."""
+    if settings.objective == "false-accept":
+        negatives = np.concatenate([model(p.logits, p.cosines)[p.labels == 0] for p in pairs])
+        return float(np.quantile(negatives, 1 - settings.target, method="higher")), "false-accept", None
+    # The highest floor that still answers (1 - target) of the answerable queries...
+    keep = float(np.quantile(_answerable_best(pairs, model), settings.target, method="lower"))
+    foreign = [queries for queries in foreign if queries]
+    if settings.objective == "answerable-refusal" or not foreign:
+        return keep, "answerable-refusal", None
+    # ...and the lowest that refuses ood_target of every set of foreign queries.
+    refuse = max(
+        float(np.quantile([_best(p, model) for p in queries], settings.ood_target, method="higher"))
+        for queries in foreign
+    )
+    if refuse >= keep:  # the targets conflict on these queries: answering comes first
+        return keep, "answerable-refusal", [refuse, keep]
+    # Both limits are quantiles of a few dozen queries, and the dev queries run easier than unseen ones
+    # (the reranker was selected on them): the middle of the window leaves room on both sides.
+    # Geometric, because these low probabilities span orders of magnitude.
+    return float(np.sqrt(refuse * keep)), "window", [refuse, keep]
 
 
 def keep_drop(pairs: list[QueryPairs], model: Logistic, floor: float) -> dict:
@@ -138,18 +158,28 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     # The same queries against a foreign corpus: every candidate there is non-relevant, which
     # teaches the fit how little a confident logit means when the cosine says "other domain".
     foreign = labelled_pairs(other, queries, {}, settings.candidates) if other else []
+    # Titles of the foreign corpus asked here: foreign questions the other way round, still without
+    # touching ood_data's judged queries (those stay an untouched refusal test).
+    titles = corpus_titles(settings.ood_data / "corpus.jsonl", settings.ood_titles) if other else {}
+    foreign_here = labelled_pairs(retriever, titles, {}, settings.candidates) if titles else []
     platt = fit_logistic(pairs, with_cosine=False)
-    search = fit_logistic(pairs + foreign, with_cosine=True)
-    floor = choose_floor(pairs, search, settings)
+    search = fit_logistic(pairs + foreign + foreign_here, with_cosine=True)
+    floor, objective, window = choose_floor(pairs, search, settings, [foreign, foreign_here])
     report = {
         "fitted_on": {
             "data": str(settings.data),
             "split": settings.split,
             "queries": len(queries),
             "foreign_corpus": str(settings.ood_data) if other else None,
+            "foreign_titles": len(titles),
         },
+        "window": window,
         "keep_drop": keep_drop(pairs, search, floor),
         "answerable_refused": round(float((_answerable_best(pairs, search) < floor).mean()), 4),
+        "foreign_refused": {
+            "queries_on_foreign_corpus": refusal_rate(foreign, search, floor) if foreign else None,
+            "foreign_titles_here": refusal_rate(foreign_here, search, floor) if foreign_here else None,
+        },
     }
     if settings.eval_split:
         report |= _evaluate(settings, retriever, other, theirs, search, floor)
@@ -157,8 +187,9 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
         "platt": {"a": platt.a, "b": platt.b},
         "platt_cosine": {"a": search.a, "b": search.b, "c": search.c},
         "floor": round(floor, 6),
-        "objective": settings.objective,
+        "objective": objective,
         "target": settings.target,
+        "ood_target": settings.ood_target if window else None,
         "report": report,
     }
 

@@ -40,14 +40,22 @@ class CalibrateSettings(BaseSettings):
     dev_only: bool = Field(True, description="fit only on the dev queries held out at training time")
     eval_split: str | None = Field("test", description="split to report in-domain refusal on (empty: skip)")
     ood_data: Path | None = Field(
-        None, description="another BEIR directory: its corpus joins the fit as non-relevant; refusal reported both ways"
+        None,
+        description="another BEIR directory: its corpus and titles join the fit as non-relevant; its queries only "
+        "measure refusal",
     )
-    ood_split: str = Field("test", description="split of ood_data whose queries are used")
+    ood_split: str = Field("test", description="split of ood_data whose queries measure refusal")
     artifacts_dir: Path = artifacts_dir_field("calibration is written into <artifacts_dir>/models/cross/manifest.json")
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
     candidates: int = Field(20, ge=1, description="stage-1 candidates labelled per query")
-    objective: Literal["answerable-refusal", "false-accept"] = Field(
-        "answerable-refusal", description="floor keeps answerable queries, or caps non-relevant pairs let through"
+    objective: Literal["window", "answerable-refusal", "false-accept"] = Field(
+        "window",
+        description="floor between the answerable-refusal and the foreign-refusal limits (needs ood_data; else "
+        "answerable-refusal), keeps answerable queries, or caps non-relevant pairs let through",
     )
     target: float = Field(0.05, gt=0, lt=1, description="allowed share: answerable queries refused / false accepts")
+    ood_target: float = Field(0.9, gt=0, lt=1, description="window: share of foreign queries to refuse")
+    ood_titles: int = Field(
+        300, ge=0, description="titles of ood_data's corpus asked against data's corpus as foreign queries (0: none)"
+    )
     traces: Path | None = Field(None, description="JSONL of logged score traces instead of labelled pairs")

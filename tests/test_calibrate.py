@@ -6,8 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from evaluation.calibrate import calibrate
+from evaluation.beir import corpus_titles
+from evaluation.calibrate import QueryPairs, calibrate, choose_floor
 from evaluation.settings import CalibrateSettings
+from handler.calibration import Logistic
 from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
@@ -32,11 +34,14 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
         artifacts_dir=own_artifacts,
         eval_dir=tmp_path / "eval",
         candidates=10,
+        ood_titles=20,
     )
     result = calibrate(settings)
     assert set(result["platt"]) == {"a", "b"} and set(result["platt_cosine"]) == {"a", "b", "c"}
     assert 0.0 <= result["floor"] <= 1.0
     assert result["report"]["fitted_on"]["foreign_corpus"] == str(other)
+    assert result["report"]["fitted_on"]["foreign_titles"] == 20
+    assert result["objective"] in ("window", "answerable-refusal")
     report = result["report"]
     assert report["fitted_on"]["queries"] == 5 and report["keep_drop"]["pairs"] >= 5
     assert 0.0 <= report["in_domain"]["answerable_refused"] <= 1.0
@@ -80,3 +85,46 @@ def test_a_missing_out_of_domain_directory_fails_before_any_scoring(own_artifact
         calibrate(settings)
     assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration == before
     assert not (tmp_path / "eval").exists()  # no index was built for the calibration data
+
+
+def _queries(best_logits: list[float], relevant: bool) -> list[QueryPairs]:
+    """One candidate per query, cosine 0, so the served score is sigmoid(logit) under Logistic(1, 0)."""
+    return [
+        QueryPairs(str(i), np.array([x]), np.zeros(1), np.array([int(relevant)])) for i, x in enumerate(best_logits)
+    ]
+
+
+def _sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+def test_window_floor_sits_between_keeping_answerable_and_refusing_foreign_queries():
+    answerable = _queries(list(np.linspace(-1.0, 4.0, 20)), relevant=True)  # 5% quantile: the lowest, -1
+    foreign = _queries(list(np.linspace(-8.0, -3.0, 10)), relevant=False)  # 90% quantile: the highest, -3
+    settings = CalibrateSettings(target=0.05, ood_target=0.9)
+    floor, objective, window = choose_floor(answerable, Logistic(a=1.0, b=0.0), settings, [foreign, []])
+    assert objective == "window"
+    assert window == pytest.approx([_sigmoid(-3.0), _sigmoid(-1.0)])
+    assert floor == pytest.approx(np.sqrt(_sigmoid(-3.0) * _sigmoid(-1.0)))
+    # No foreign queries, or the answerable objective: the answerable limit alone.
+    for settings, sets in ((CalibrateSettings(), []), (CalibrateSettings(objective="answerable-refusal"), [foreign])):
+        assert choose_floor(answerable, Logistic(a=1.0, b=0.0), settings, sets) == (
+            pytest.approx(_sigmoid(-1.0)),
+            "answerable-refusal",
+            None,
+        )
+
+
+def test_when_the_targets_conflict_answering_comes_first():
+    answerable = _queries([-2.0, 1.0, 2.0, 3.0], relevant=True)
+    foreign = _queries([-5.0, 0.0], relevant=False)  # refusing 90% needs a floor above sigmoid(0)
+    floor, objective, window = choose_floor(answerable, Logistic(a=1.0, b=0.0), CalibrateSettings(), [foreign])
+    assert (objective, floor) == ("answerable-refusal", pytest.approx(_sigmoid(-2.0)))
+    assert window == pytest.approx([_sigmoid(0.0), _sigmoid(-2.0)])
+
+
+def test_corpus_titles_are_a_fixed_sample_of_titled_documents(tiny_beir):  # noqa: F811
+    titles = corpus_titles(tiny_beir / "corpus.jsonl", 5)
+    assert len(titles) == 5 and all(titles.values())
+    assert titles == corpus_titles(tiny_beir / "corpus.jsonl", 5)
+    assert len(corpus_titles(tiny_beir / "corpus.jsonl", 10_000)) <= 220
