@@ -83,6 +83,11 @@ def _best(pairs: QueryPairs, model: Logistic, top: int | None = None) -> float |
     return float(model(pairs.logits[order], pairs.cosines[order]).max()) if len(order) else None
 
 
+def _best_scores(queries: list[QueryPairs], model: Logistic) -> np.ndarray:
+    """Each query's best served score; a query without candidates has nothing to answer with (0)."""
+    return np.array([_best(p, model) or 0.0 for p in queries])
+
+
 def _answerable_best(pairs: list[QueryPairs], model: Logistic) -> np.ndarray:
     """Best served score of each query with a relevant doc among its top 10 after reranking."""
     answerable = [p for p in pairs if p.labels[np.argsort(-p.logits)[:10]].any()]
@@ -103,8 +108,7 @@ def choose_floor(
         return keep, "answerable-refusal", None
     # ...and the lowest that refuses ood_target of every set of foreign queries.
     refuse = max(
-        float(np.quantile([_best(p, model) for p in queries], settings.ood_target, method="higher"))
-        for queries in foreign
+        float(np.quantile(_best_scores(queries, model), settings.ood_target, method="higher")) for queries in foreign
     )
     if refuse >= keep:  # the targets conflict on these queries: answering comes first
         return keep, "answerable-refusal", [refuse, keep]
@@ -134,8 +138,7 @@ def keep_drop(pairs: list[QueryPairs], model: Logistic, floor: float) -> dict:
 
 def refusal_rate(pairs: list[QueryPairs], model: Logistic, floor: float) -> float:
     """Share of queries whose best served score stays below the floor."""
-    refused = [(_best(p, model) or 0.0) < floor for p in pairs]
-    return round(sum(refused) / max(1, len(refused)), 4)
+    return round(float((_best_scores(pairs, model) < floor).mean()), 4) if pairs else 0.0
 
 
 def _dev_queries(settings: CalibrateSettings, data) -> dict:
@@ -160,7 +163,7 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     foreign = labelled_pairs(other, queries, {}, settings.candidates) if other else []
     # Titles of the foreign corpus asked here: foreign questions the other way round, still without
     # touching ood_data's judged queries (those stay an untouched refusal test).
-    titles = corpus_titles(settings.ood_data / "corpus.jsonl", settings.ood_titles) if other else {}
+    titles = corpus_titles(theirs.corpus, settings.ood_titles) if theirs else {}
     foreign_here = labelled_pairs(retriever, titles, {}, settings.candidates) if titles else []
     platt = fit_logistic(pairs, with_cosine=False)
     search = fit_logistic(pairs + foreign + foreign_here, with_cosine=True)
