@@ -9,7 +9,9 @@ fresh interpreters (`--runs`) that import `handler.lambda_function` (every impor
 Lambda does) and answer one API Gateway v2 `/search` event reranking `--recall-k` candidates. Prints
 imports + init, the first request, their sum, and the init's parts (the two models build on a worker
 thread while imports and the index load run, so the parts overlap).
-Run it with a runtime-only environment's python (`--python`) to see what Lambda pays.
+Run it with a runtime-only environment's python (`--python`) to see what Lambda pays. `--bare` also
+times, alternating with the handler, the floor any handler pays: the four runtime libraries, both
+models and the index loaded in turn, and the same first query, with nothing else (BARE below).
 """
 
 from __future__ import annotations
@@ -34,9 +36,56 @@ response = lf.handler(http_api_event("POST", "/search", body), None)
 t2 = time.perf_counter()
 assert response["statusCode"] == 200, response
 import resource
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"imports_and_init": t1 - t0, "first_request": t2 - t1, "ready_to_answer": t2 - t0,
-                  "load_ms": lf.retriever.load_ms,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "load_ms": lf.retriever.load_ms, "cpu_s": usage.ru_utime + usage.ru_stime,
+                  "rss_mb": usage.ru_maxrss / 1024}))
+"""
+
+# The issue's throw-away measurement, rebuilt as the floor to compare against: only the four runtime
+# libraries, both int8 models and the index loaded one after the other, then the same query (dense
+# top recall_k, reranked). No settings, API, BM25 or doc-store layer: what any handler must pay.
+BARE = r"""
+import json, sqlite3, sys, time
+t0 = time.perf_counter()
+import hnswlib, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+t1 = time.perf_counter()
+models, index_dir, recall_k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load(name):
+    manifest = json.load(open(f"{models}/{name}/manifest.json"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    path = f"{models}/{name}/{manifest['onnx_file']}"
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(f"{models}/{name}/tokenizer.json")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=manifest["max_length"])
+    return session, tokenizer
+def feeds(session, encodings):
+    width = max(len(e.ids) for e in encodings)
+    ids, mask, types = (np.zeros((len(encodings), width), np.int64) for _ in range(3))
+    for row, e in enumerate(encodings):
+        ids[row, : len(e.ids)], mask[row, : len(e.ids)], types[row, : len(e.ids)] = e.ids, 1, e.type_ids
+    named = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {i.name: named[i.name] for i in session.get_inputs()}
+(bi, bi_tok), (cross, cross_tok) = load("bi"), load("cross")
+t2 = time.perf_counter()
+meta = json.load(open(f"{index_dir}/manifest.json"))
+index = hnswlib.Index(space=meta["space"], dim=meta["dims"])
+index.load_index(f"{index_dir}/index.bin")
+index.set_ef(max(meta["ef"], recall_k))
+t3 = time.perf_counter()
+query = "vitamin D deficiency and bone fractures"
+hidden = bi.run(None, feeds(bi, [bi_tok.encode(query)]))[0]
+vector = hidden.mean(axis=1)[0]
+labels, _ = index.knn_query(vector / np.linalg.norm(vector), k=recall_k)
+db = sqlite3.connect(f"file:{index_dir}/docstore.sqlite?mode=ro", uri=True)
+rows = [db.execute("SELECT title, text FROM chunks WHERE label = ?", (int(l),)).fetchone() for l in labels[0]]
+scores = cross.run(None, feeds(cross, cross_tok.encode_batch([(query, f"{t} {x}") for t, x in rows])))[0]
+t4 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "models": t2 - t1, "index": t3 - t2, "imports_and_init": t3 - t0,
+                  "first_request": t4 - t3, "ready_to_answer": t4 - t0}))
 """
 
 
@@ -87,9 +136,16 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
 
 def cold_start(python: str, artifacts: Path, index: Path, recall_k: int) -> dict:
     env = {"ARTIFACTS_DIR": str(artifacts), "TWOSTAGE_INDEX_PATH": str(index), "TWOSTAGE_LOG_LEVEL": "WARNING"}
+    return _child(python, [CHILD, str(recall_k)], env)
+
+
+def bare_start(python: str, artifacts: Path, index: Path, recall_k: int) -> dict:
+    return _child(python, [BARE, str(artifacts / "models"), str(index), str(recall_k)], {})
+
+
+def _child(python: str, arguments: list[str], env: dict) -> dict:
     started = time.perf_counter()
-    command = [python, "-c", CHILD, str(recall_k)]
-    out = subprocess.run(command, env=env | _path_env(), capture_output=True, text=True, check=True)
+    out = subprocess.run([python, "-c", *arguments], env=env | _path_env(), capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["process_total"] = time.perf_counter() - started
     return report
@@ -112,6 +168,9 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="interpreter to measure (a runtime-only venv)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--recall-k", type=int, default=100, help="candidates the first /search reranks")
+    parser.add_argument(
+        "--bare", action="store_true", help="also time the bare-library floor (BARE), alternating with the handler"
+    )
     args = parser.parse_args()
 
     index = synthesise(args.source_index, args.bench_dir / f"index-{args.chunks}", args.chunks)
@@ -119,16 +178,38 @@ def main() -> None:
     for _ in range(3):
         subprocess.run([args.python, "-c", "pass"], check=True)
     interpreter = (time.perf_counter() - started) / 3
-    # The first run only warms the page cache.
-    runs = [cold_start(args.python, args.artifacts_dir, index, args.recall_k) for _ in range(args.runs + 1)][1:]
-    parts = ["imports_and_init", "first_request", "ready_to_answer", "process_total"]
+    # The first round only warms the page cache; handler and bare runs alternate, so both see the
+    # same machine (its speed drifts by up to 40% over a day).
+    setup = (args.python, args.artifacts_dir, index, args.recall_k)
+    rounds = []
+    for _ in range(args.runs + 1):
+        rounds.append((cold_start(*setup), bare_start(*setup) if args.bare else None))
+    rounds = rounds[1:]
+    runs = [handler for handler, _ in rounds]
     print(f"{args.chunks} chunks, first /search at recall_k {args.recall_k}, {args.runs} runs (median), {args.python}")
     print(f"  interpreter start  {interpreter * 1000:5.0f} ms (not in the parts below)")
-    for part in parts:
-        print(f"  {part:<16} {statistics.median(r[part] for r in runs) * 1000:7.0f} ms")
+    _print_parts("handler", runs)
     for name in runs[0]["load_ms"]:
-        print(f"    {name:<18} {statistics.median(r['load_ms'][name] for r in runs):7.0f} ms")
+        print(f"    {name:<18} {_median_ms(runs, name, 'load_ms'):7.0f} ms")
     print(f"  RSS after first request: {statistics.median(r['rss_mb'] for r in runs):.0f} MB")
+    print(f"  CPU time of the process (user + sys, both cores): {_median_ms(runs, 'cpu_s'):.0f} ms")
+    if args.bare:
+        bare = [b for _, b in rounds]
+        _print_parts(
+            "bare libraries, same query (dense top recall_k), sequential", bare, ["imports", "models", "index"]
+        )
+        gap = statistics.median(h["ready_to_answer"] - b["ready_to_answer"] for h, b in rounds)
+        print(f"  handler − bare, ready_to_answer (median of pairs): {gap * 1000:+.0f} ms")
+
+
+def _median_ms(runs: list[dict], part: str, group: str | None = None) -> float:
+    return statistics.median((r[group] if group else r)[part] for r in runs) * (1 if group else 1000)
+
+
+def _print_parts(title: str, runs: list[dict], extra: list[str] = ()) -> None:
+    print(f"  {title}:")
+    for part in [*extra, "imports_and_init", "first_request", "ready_to_answer", "process_total"]:
+        print(f"    {part:<18} {_median_ms(runs, part):7.0f} ms")
 
 
 if __name__ == "__main__":
