@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from handler.manifest import TRAINING_LOG
+
 
 @dataclass
 class BeirData:
@@ -42,6 +44,14 @@ def read_pairs(path: Path) -> dict[str, dict[str, int]]:
             if len(row) >= 2:
                 pairs.setdefault(row[0], {})[row[1]] = int(row[2]) if len(row) > 2 else 1
     return pairs
+
+
+def dev_queries(queries: dict[str, str], cross_dir: Path) -> dict[str, str] | None:
+    """The queries the reranker held out as its dev split (recorded in its training log), or None when
+    it carries no such record: settings are chosen on these, never on the test split."""
+    log_path = cross_dir / TRAINING_LOG
+    dev = set(json.loads(log_path.read_text()).get("dev_query_ids", [])) if log_path.is_file() else set()
+    return {q: t for q, t in queries.items() if q in dev} if dev else None
 
 
 def load_beir(root: Path, split: str) -> BeirData:

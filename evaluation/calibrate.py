@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.beir import corpus_titles, load_beir
+from evaluation.beir import corpus_titles, dev_queries, load_beir
 from evaluation.evaluate import ensure_index
 from evaluation.settings import CalibrateSettings, EvalSettings
 from handler.calibration import Logistic
-from handler.manifest import CALIBRATION_FILE, TRAINING_LOG, ModelManifest, read_manifest, write_manifest
+from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest, write_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
 
@@ -143,12 +143,8 @@ def refusal_rate(pairs: list[QueryPairs], model: Logistic, floor: float) -> floa
 
 def _dev_queries(settings: CalibrateSettings, data) -> dict:
     """The held-out dev queries recorded at training time, when the reranker carries its training log."""
-    log_path = settings.artifacts_dir / "models" / "cross" / TRAINING_LOG
-    if settings.dev_only and log_path.is_file():
-        dev = set(json.loads(log_path.read_text()).get("dev_query_ids", []))
-        if dev:
-            return {q: t for q, t in data.queries.items() if q in dev}
-    return data.queries
+    dev = dev_queries(data.queries, settings.artifacts_dir / "models" / "cross") if settings.dev_only else None
+    return dev or data.queries
 
 
 def calibrate_from_pairs(settings: CalibrateSettings) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.beir import BeirData, load_beir, read_pairs
+from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.pipeline import Retriever
@@ -113,6 +113,11 @@ def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, 
 
 def evaluate_dataset(settings: EvalSettings) -> dict:
     data = load_beir(settings.data, settings.split)
+    if settings.dev_only:
+        data.queries = dev_queries(data.queries, settings.artifacts_dir / "models" / "cross") or {}
+        if not data.queries:
+            raise ValueError(f"dev_only: the reranker records no dev queries in split {settings.split!r}")
+        data.qrels = {q: data.qrels[q] for q in data.queries if q in data.qrels}
     if settings.max_queries:
         data.queries = dict(list(data.queries.items())[: settings.max_queries])
         data.qrels = {q: data.qrels[q] for q in data.queries}
@@ -128,6 +133,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     report = {
         "dataset": str(settings.data),
         "split": settings.split,
+        "dev_only": settings.dev_only,
         "queries": len(data.queries),
         "recall_k": settings.recall_k,
         "mode": settings.mode,

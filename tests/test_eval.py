@@ -1,12 +1,14 @@
 """`twostage eval` on a tiny BEIR dataset generated from the sample corpus."""
 
 import json
+import shutil
 
 import pytest
 
 from evaluation.beir import load_beir
 from evaluation.evaluate import evaluate_dataset, markdown
 from evaluation.settings import EvalSettings
+from handler.manifest import TRAINING_LOG
 from index_build.settings import SAMPLE_CORPUS
 
 QUERIES = {
@@ -81,3 +83,16 @@ def test_excluded_pairs_leave_the_ranking(artifacts, tiny_beir, tmp_path):
     )
     assert report["excluded_pairs"] == 1 and "two_stage" not in report
     assert report["recall_miss"]["relevant"] == 4
+
+
+def test_dev_only_evaluates_the_rerankers_held_out_queries(artifacts, tiny_beir, tmp_path):
+    """Settings such as stage1_weight are chosen on the dev queries the reranker recorded, not on test."""
+    settings = EvalSettings(data=tiny_beir, artifacts_dir=artifacts, eval_dir=tmp_path / "eval", dev_only=True)
+    with pytest.raises(ValueError, match="no dev queries"):  # the fixture's reranker keeps no training log
+        evaluate_dataset(settings)
+    mine = tmp_path / "artifacts"
+    shutil.copytree(artifacts / "models", mine / "models")
+    (mine / "models" / "cross" / TRAINING_LOG).write_text(json.dumps({"dev_query_ids": ["q2", "q4", "unjudged"]}))
+    report = evaluate_dataset(settings.model_copy(update={"artifacts_dir": mine, "rerank": False, "recall_k": 5}))
+    assert report["queries"] == 2 and report["dev_only"] is True
+    assert report["recall_miss"]["relevant"] == 2
