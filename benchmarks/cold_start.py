@@ -190,7 +190,7 @@ def main() -> None:
     print(f"  interpreter start  {interpreter * 1000:5.0f} ms (not in the parts below)")
     _print_parts("handler", runs)
     for name in runs[0]["load_ms"]:
-        print(f"    {name:<18} {_median_ms(runs, name, 'load_ms'):7.0f} ms")
+        print(f"    {name:<18} {statistics.median(r['load_ms'][name] for r in runs):7.0f} ms")
     print(f"  RSS after first request: {statistics.median(r['rss_mb'] for r in runs):.0f} MB")
     print(f"  CPU time of the process (user + sys, both cores): {_median_ms(runs, 'cpu_s'):.0f} ms")
     if args.bare:
@@ -202,8 +202,9 @@ def main() -> None:
         print(f"  handler − bare, ready_to_answer (median of pairs): {gap * 1000:+.0f} ms")
 
 
-def _median_ms(runs: list[dict], part: str, group: str | None = None) -> float:
-    return statistics.median((r[group] if group else r)[part] for r in runs) * (1 if group else 1000)
+def _median_ms(runs: list[dict], part: str) -> float:
+    """Median of a part the children report in seconds, in ms."""
+    return statistics.median(r[part] for r in runs) * 1000
 
 
 def _print_parts(title: str, runs: list[dict], extra: list[str] = ()) -> None:

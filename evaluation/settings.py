@@ -24,7 +24,7 @@ class EvalSettings(BaseSettings):
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")
     stage1_weight: float | None = Field(
-        None, ge=0, description="weight of the stage-1 rank prior in the final order (unset: the serving default)"
+        None, ge=0, le=1, description="stage-1 share of the final order (unset: the serving default)"
     )
     dev_only: bool = Field(
         False, description="only the reranker's held-out dev queries of this split (choose settings on these)"
