@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
+from handler import fusion
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
@@ -27,6 +29,7 @@ class Runs:
     two_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # the served order's keys
     two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
+    logits: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # reranked chunks' docs, logits
 
 
 def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
@@ -80,6 +83,7 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], [c.score for c in candidates])
         if settings.rerank:
             logits, scores = retriever.score(text, top, candidates)
+            runs.logits[qid] = ([c.doc_id for c in top], logits)
             runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], retriever.order_keys(logits))
             runs.two_stage_scores[qid] = _max_by_doc([c.doc_id for c in top], scores)
     return runs
@@ -92,6 +96,37 @@ def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
     run = {q: docs for q, docs in run.items() if docs}  # refused queries score 0 (make_comparable)
     scores = evaluate(Qrels.from_dict(qrels), Run.from_dict(run), names, make_comparable=True)
     return {name: round(float(value), 4) for name, value in scores.items()}
+
+
+def significance(qrels: dict, stage1: dict, two_stage: dict, metric: str = "ndcg@10") -> dict:
+    """Two-stage against stage 1, per query: paired t-test (ranx) and wins/ties/losses."""
+    from ranx import Qrels, Run, compare
+
+    runs = [
+        Run.from_dict({q: d for q, d in run.items() if d}, name=n) for n, run in (("s1", stage1), ("s2", two_stage))
+    ]
+    report = compare(Qrels.from_dict(qrels), runs, [metric], stat_test="student", make_comparable=True).to_dict()
+    delta, tally = report["s2"]["scores"][metric] - report["s1"]["scores"][metric], report["s2"]["win_tie_loss"]["s1"]
+    p_value = float(report["s2"]["comparisons"]["s1"][metric])  # NaN when every query ties
+    return {
+        "metric": metric,
+        "delta": round(delta, 4),
+        "p_value": 1.0 if math.isnan(p_value) else round(p_value, 6),
+        "test": "paired t-test",
+        "wins_ties_losses": [tally[metric][k] for k in "WTL"],
+    }
+
+
+def weight_sweep(qrels: dict, runs: Runs, weights: list[float], recall_k: int) -> dict[str, dict[str, float]]:
+    """Two-stage metrics (no floor) with the final order at each stage1_weight, from the same logits."""
+    return {
+        f"{w:g}": metrics(
+            qrels,
+            {q: _max_by_doc(docs, fusion.rank_prior(logits, w)) for q, (docs, logits) in runs.logits.items()},
+            recall_k,
+        )
+        for w in weights
+    }
 
 
 def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, depth: int) -> dict:
@@ -153,6 +188,9 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         }
         report["two_stage"] = metrics(qrels, runs.two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
+        report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, runs.two_stage)
+        if settings.stage1_weights:
+            report["stage1_weight_sweep"] = weight_sweep(qrels, runs, settings.stage1_weights, settings.recall_k)
         report["floor"] = {
             "value": floor,
             "source": retriever.floor_source,
@@ -173,6 +211,10 @@ def _describe(manifest: ModelManifest) -> dict:
     }
 
 
+def _p(value: float) -> str:
+    return "< 0.0001" if value < 1e-4 else f"= {value:.4f}"
+
+
 def markdown(report: dict) -> str:
     stages = [s for s in ("stage1", "two_stage", "two_stage_floor") if s in report]
     names = list(report["stage1"])
@@ -183,6 +225,19 @@ def markdown(report: dict) -> str:
         f"\n{report['queries']} queries; recall misses: {miss['missed']}/{miss['relevant']} relevant docs "
         f"outside recall_k={report['recall_k']}; 95% caught by recall_k={miss['recall_k_for_95pct']}"
     )
+    if "two_stage_vs_stage1" in report:
+        sig = report["two_stage_vs_stage1"]
+        lines.append(
+            f"two_stage − stage1 {sig['metric']}: {sig['delta']:+.4f}, {sig['test']} p {_p(sig['p_value'])}; "
+            "queries better / tied / worse: {} / {} / {}".format(*sig["wins_ties_losses"])
+        )
+    if "stage1_weight_sweep" in report:
+        lines.append(f"\nfinal order by stage1_weight (served: {report['stage1_weight']:g}), no floor:\n")
+        lines.append(f"| stage1_weight | {' | '.join(names)} |\n| --- |" + " --- |" * len(names))
+        lines += [
+            f"| {w} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |"
+            for w, m in report["stage1_weight_sweep"].items()
+        ]
     if "floor" in report:
         f = report["floor"]
         lines.append(f"floor {f['value']:.3f} ({f['source']}): {f['refused_queries']} queries refused")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
 
-from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
+from handler.settings import MAX_STAGE1_WEIGHT, SETTINGS_CONFIG, artifacts_dir_field
 
 
 class EvalSettings(BaseSettings):
@@ -24,7 +24,10 @@ class EvalSettings(BaseSettings):
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")
     stage1_weight: float | None = Field(
-        None, ge=0, le=1, description="stage-1 share of the final order (unset: the serving default)"
+        None, ge=0, le=MAX_STAGE1_WEIGHT, description="weight of the stage-1 rank in the final order (unset: served)"
+    )
+    stage1_weights: Annotated[list[Annotated[float, Field(ge=0, le=MAX_STAGE1_WEIGHT)]], NoDecode] = Field(
+        [], description="also score the final order at each of these stage1_weight values (comma-separated)"
     )
     dev_only: bool = Field(
         False, description="only the reranker's held-out dev queries of this split (choose settings on these)"
@@ -33,6 +36,11 @@ class EvalSettings(BaseSettings):
     rerank: bool = Field(True, description="also score stage 1 + rerank")
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
+
+    @field_validator("stage1_weights", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class CalibrateSettings(BaseSettings):

@@ -163,18 +163,8 @@ class Retriever:
         return logits, self.calibration.search(logits, cosines)
 
     def order_keys(self, logits: np.ndarray) -> np.ndarray:
-        """What the final order sorts by (higher first), for candidates in stage-1 order.
-
-        The reranker's logit alone, or, with stage1_weight w > 0, a rank fusion of both stages:
-        1/(k + reranker rank) + w/(k + stage-1 rank). A reranker trained on one domain can misjudge
-        another; keeping some of stage 1's order bounds that damage (docs/results.md)."""
-        weight = self.settings.stage1_weight
-        if weight == 0 or len(logits) == 0:
-            return np.asarray(logits, dtype=np.float64)
-        k = self.settings.rrf_k
-        rerank_rank = np.empty(len(logits))
-        rerank_rank[np.argsort(-logits, kind="stable")] = np.arange(1, len(logits) + 1)
-        return 1.0 / (k + rerank_rank) + weight / (k + np.arange(1, len(logits) + 1))
+        """What the final order sorts by (higher first), for candidates in stage-1 order."""
+        return fusion.rank_prior(logits, self.settings.stage1_weight)
 
     def search(
         self, query: str, recall_k: int, top_k: int, floor: float | None = None, mode: str | None = None

@@ -66,7 +66,7 @@ class SearchResponse(BaseModel):
     top_k: int
     mode: str = Field(description="stage-1 mode used")
     stage1_weight: float = Field(
-        0.0, description="stage-1 rank's share of the final order (0: ordered by the reranker's score alone)"
+        0.0, description="final order: logit − stage1_weight·ln(stage-1 rank) (0: by the reranker's logit alone)"
     )
     candidates: int = Field(description="stage-1 candidates reranked")
     timings: Timings

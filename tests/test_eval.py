@@ -56,6 +56,7 @@ def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_pa
             diagnose_depth=50,
             mode=mode,
             json_path=out,
+            stage1_weights="0,2.5",
         )
     )
     assert json.loads(out.read_text()) == report
@@ -66,6 +67,23 @@ def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_pa
     assert miss["relevant"] == 5 and miss["missed"] == round((1 - report["stage1"]["recall@5"]) * 5)
     assert miss["recall_k_for_95pct"] >= 1
     assert "| stage1 |" in markdown(report) and report["mode"] == mode
+    sig = report["two_stage_vs_stage1"]  # per-query comparison of the two stages, 5 queries in all
+    assert sig["delta"] == pytest.approx(report["two_stage"]["ndcg@10"] - report["stage1"]["ndcg@10"], abs=1e-3)
+    assert sum(sig["wins_ties_losses"]) == 5 and 0 <= sig["p_value"] <= 1
+    sweep = report["stage1_weight_sweep"]  # the same logits reordered at each weight
+    assert list(sweep) == ["0", "2.5"] and "| 2.5 |" in markdown(report)
+    served = evaluate_dataset(
+        EvalSettings(
+            data=tiny_beir,
+            artifacts_dir=artifacts,
+            eval_dir=tmp_path / "eval",
+            recall_k=5,
+            mode=mode,
+            diagnose_depth=50,
+            stage1_weight=2.5,
+        )
+    )
+    assert served["two_stage"] == sweep["2.5"]
 
 
 def test_excluded_pairs_leave_the_ranking(artifacts, tiny_beir, tmp_path):

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from handler.schemas import RerankResponse, SearchResponse
+from handler.settings import Settings
 from tests.conftest import load_event
 
 EVENTS = ["apigw_v1_rest.json", "apigw_v2_http.json", "lambda_function_url.json"]
@@ -29,8 +30,8 @@ def test_search_answers_every_event_shape(lambda_handler, event):
     assert (answer.recall_k, answer.top_k, answer.candidates) == (20, 5, 20)
     assert 1 <= len(answer.results) <= 5
     scores = [hit.score for hit in answer.results]
-    assert answer.best_score >= max(scores)  # the order blends in stage 1 (stage1_weight), the floor does not
-    assert answer.stage1_weight == 0.5
+    assert answer.best_score >= max(scores)  # the order weighs in stage 1 (stage1_weight), the floor does not
+    assert answer.stage1_weight == Settings.model_fields["stage1_weight"].default
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
     assert answer.mode == "hybrid"  # the deployment default when the index has a BM25 artifact

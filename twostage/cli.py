@@ -103,7 +103,7 @@ def _print_answer(answer: dict) -> None:
     best = "none" if answer["best_score"] is None else f"{answer['best_score']:.3f}"
     print(f"floor {answer['floor']:.3f} · best score {best} · refused: {answer['refused']}")
     if answer["stage1_weight"]:
-        print(f"order: reranker rank blended with stage-1 rank (stage1_weight {answer['stage1_weight']})")
+        print(f"order: logit − {answer['stage1_weight']:g}·ln(stage-1 rank) (stage1_weight)")
     if answer["refused"]:
         print(f"  {answer['reason']}")
     for rank, hit in enumerate(answer["results"], 1):
