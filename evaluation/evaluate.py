@@ -6,6 +6,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,13 @@ class Runs:
     """query → {doc: score} per stage; chunked documents count once (max over chunks)."""
 
     stage1: dict[str, dict[str, float]] = field(default_factory=dict)
-    two_stage: dict[str, dict[str, float]] = field(default_factory=dict)  # the served order's keys
     two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
     logits: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # reranked chunks' docs, logits
+
+    def reordered(self, order_keys) -> dict[str, dict[str, float]]:
+        """query → {doc: final-order key}, the logits ordered by `order_keys` (max over chunks)."""
+        return {q: _max_by_doc(docs, order_keys(logits)) for q, (docs, logits) in self.logits.items()}
 
 
 def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
@@ -84,7 +88,6 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         if settings.rerank:
             logits, scores = retriever.score(text, top, candidates)
             runs.logits[qid] = ([c.doc_id for c in top], logits)
-            runs.two_stage[qid] = _max_by_doc([c.doc_id for c in top], retriever.order_keys(logits))
             runs.two_stage_scores[qid] = _max_by_doc([c.doc_id for c in top], scores)
     return runs
 
@@ -120,12 +123,7 @@ def significance(qrels: dict, stage1: dict, two_stage: dict, metric: str = "ndcg
 def weight_sweep(qrels: dict, runs: Runs, weights: list[float], recall_k: int) -> dict[str, dict[str, float]]:
     """Two-stage metrics (no floor) with the final order at each stage1_weight, from the same logits."""
     return {
-        f"{w:g}": metrics(
-            qrels,
-            {q: _max_by_doc(docs, fusion.rank_prior(logits, w)) for q, (docs, logits) in runs.logits.items()},
-            recall_k,
-        )
-        for w in weights
+        f"{w:g}": metrics(qrels, runs.reordered(partial(fusion.rank_prior, stage1_weight=w)), recall_k) for w in weights
     }
 
 
@@ -182,13 +180,14 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     }
     if settings.rerank:
         floor = retriever.floor
+        two_stage = runs.reordered(retriever.order_keys)  # the served order
         floored = {
             q: {d: key for d, key in docs.items() if runs.two_stage_scores[q][d] >= floor}
-            for q, docs in runs.two_stage.items()
+            for q, docs in two_stage.items()
         }
-        report["two_stage"] = metrics(qrels, runs.two_stage, settings.recall_k)
+        report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
-        report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, runs.two_stage)
+        report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
         if settings.stage1_weights:
             report["stage1_weight_sweep"] = weight_sweep(qrels, runs, settings.stage1_weights, settings.recall_k)
         report["floor"] = {
