@@ -1,6 +1,6 @@
 """Cold start: a new process → the first /search answer through `handler.lambda_function`.
 
-    python -m benchmarks.cold_start --source-index artifacts/eval/scifact/index --chunks 100000
+    python -m benchmarks.cold_start --python /tmp/empty/bin/python --site /tmp/runtime --recall-k 10 --bare
 
 Synthesises an index of `--chunks` chunks from a real one (SciFact's by default): every vector is
 repeated with small noise and re-normalised, every chunk's text reused under a new id, and hnswlib,
@@ -9,7 +9,8 @@ fresh interpreters (`--runs`) that import `handler.lambda_function` (every impor
 Lambda does) and answer one API Gateway v2 `/search` event reranking `--recall-k` candidates. Prints
 imports + init, the first request, their sum, and the init's parts (the two models build on a worker
 thread while imports and the index load run, so the parts overlap).
-Run it with a runtime-only environment's python (`--python`) to see what Lambda pays. `--bare` also
+To see what Lambda pays, run it on the image's runtime tree (`scripts/build_runtime.sh DIR`, then
+`--site DIR`) with an empty venv's `--python`, so nothing outside the tree is importable. `--bare` also
 times, alternating with the handler, the floor any handler pays: the four runtime libraries, both
 models and the index loaded in turn, and the same first query, with nothing else (BARE below).
 """
@@ -134,29 +135,31 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     return target
 
 
-def cold_start(python: str, artifacts: Path, index: Path, recall_k: int) -> dict:
+def cold_start(python: str, site: Path | None, artifacts: Path, index: Path, recall_k: int) -> dict:
     env = {"ARTIFACTS_DIR": str(artifacts), "TWOSTAGE_INDEX_PATH": str(index), "TWOSTAGE_LOG_LEVEL": "WARNING"}
-    return _child(python, [CHILD, str(recall_k)], env)
+    return _child(python, site, [CHILD, str(recall_k)], env)
 
 
-def bare_start(python: str, artifacts: Path, index: Path, recall_k: int) -> dict:
-    return _child(python, [BARE, str(artifacts / "models"), str(index), str(recall_k)], {})
+def bare_start(python: str, site: Path | None, artifacts: Path, index: Path, recall_k: int) -> dict:
+    return _child(python, site, [BARE, str(artifacts / "models"), str(index), str(recall_k)], {})
 
 
-def _child(python: str, arguments: list[str], env: dict) -> dict:
+def _child(python: str, site: Path | None, arguments: list[str], env: dict) -> dict:
     started = time.perf_counter()
-    out = subprocess.run([python, "-c", *arguments], env=env | _path_env(), capture_output=True, text=True, check=True)
+    env = env | _path_env(site)
+    out = subprocess.run([python, "-c", *arguments], env=env, capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["process_total"] = time.perf_counter() - started
     return report
 
 
-def _path_env() -> dict:
+def _path_env(site: Path | None) -> dict:
+    """This checkout's code first, then the runtime tree (`--site`) the interpreter does not have itself."""
     import os
 
-    return {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "PYTHONPATH", "HNSWLIB_NO_NATIVE")} | {
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1])
-    }
+    paths = [str(Path(__file__).resolve().parents[1])] + ([str(site.resolve())] if site else [])
+    kept = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "HNSWLIB_NO_NATIVE")}
+    return kept | {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 def main() -> None:
@@ -166,6 +169,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--bench-dir", default="artifacts/bench", type=Path)
     parser.add_argument("--python", default=sys.executable, help="interpreter to measure (a runtime-only venv)")
+    parser.add_argument(
+        "--site",
+        type=Path,
+        help="a runtime tree as the Lambda image holds it (`scripts/build_runtime.sh DIR`); run it with an empty "
+        "venv's --python, so that nothing outside the tree is importable",
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--recall-k", type=int, default=100, help="candidates the first /search reranks")
     parser.add_argument(
@@ -180,13 +189,14 @@ def main() -> None:
     interpreter = (time.perf_counter() - started) / 3
     # The first round only warms the page cache; handler and bare runs alternate, so both see the
     # same machine (its speed drifts by up to 40% over a day).
-    setup = (args.python, args.artifacts_dir, index, args.recall_k)
+    setup = (args.python, args.site, args.artifacts_dir, index, args.recall_k)
     rounds = []
     for _ in range(args.runs + 1):
         rounds.append((cold_start(*setup), bare_start(*setup) if args.bare else None))
     rounds = rounds[1:]
     runs = [handler for handler, _ in rounds]
-    print(f"{args.chunks} chunks, first /search at recall_k {args.recall_k}, {args.runs} runs (median), {args.python}")
+    where = f"{args.python}" + (f" on {args.site}" if args.site else "")
+    print(f"{args.chunks} chunks, first /search at recall_k {args.recall_k}, {args.runs} runs (median), {where}")
     print(f"  interpreter start  {interpreter * 1000:5.0f} ms (not in the parts below)")
     _print_parts("handler", runs)
     for name in runs[0]["load_ms"]:

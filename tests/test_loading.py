@@ -2,7 +2,7 @@
 
 import pytest
 
-from handler.loading import start_loading
+from handler.loading import builder_threads, start_loading
 from handler.onnx_model import CrossEncoder, Encoder
 from handler.settings import Settings
 
@@ -23,3 +23,9 @@ def test_sessions_do_not_spin_idle_threads(artifacts):
     """Spinning intra-op threads would take the 2 vCPUs the rest of the init needs."""
     session = Encoder(artifacts / "models" / "bi").session
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 1), (3, 2), (16, 2)])
+def test_model_builders_leave_the_calling_thread_a_core(cpus, workers):
+    """On 2 vCPUs two builders and the main thread (the cold start's critical path) share 2 cores."""
+    assert builder_threads(cpus) == workers
