@@ -41,7 +41,7 @@ def main() -> None:
     for recall_k in args.recall_k:
         samples: dict[str, list[float]] = {}
         for i in range(args.repeat + 3):
-            body = {"query": QUERIES[i % len(QUERIES)], "recall_k": recall_k, "top_k": 10}
+            body = {"query": QUERIES[i % len(QUERIES)], "recall_k": recall_k, "top_k": min(10, recall_k)}
             timings = json.loads(handler(http_api_event("POST", "/search", body), None)["body"])["timings"]
             for stage, ms in timings.items():
                 if i >= 3:

@@ -82,3 +82,20 @@ def test_required_gpu_or_unknown_provider_is_a_message_not_a_traceback(artifacts
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--artifacts-dir", str(artifacts), "--providers", "cuda,tpu"])
     assert exit_.value.code == 2 and "providers" in capsys.readouterr().err
+
+
+def test_bench_runs_a_benchmark_script_with_its_own_flags(artifacts):
+    command = [sys.executable, "-m", "twostage.cli", "bench", "search-latency", "--artifacts-dir", str(artifacts)]
+    result = subprocess.run([*command, "--recall-k", "7", "--repeat", "2"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 7 |")]
+    assert {row.split("|")[2].strip() for row in rows} >= {"embed", "ann", "rerank", "total"}
+
+
+def test_cli_works_where_the_benchmarks_are_not_installed(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "benchmarks", None)  # import benchmarks → ImportError, as in the images
+    parser, args = parse(["query", "anything"])
+    assert args.command == "query"
+    with pytest.raises(SystemExit):
+        parse(["bench", "cold-start"])
+    assert "invalid choice" in capsys.readouterr().err

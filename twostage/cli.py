@@ -144,29 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    export = commands.add_parser("export", help="HF model (id or dir) → ONNX int8 with manifest and parity")
-    add_settings_flags(export, ExportSettings)
-    export.set_defaults(run=cmd_export, parser=export)
+    def command(name: str, help_text: str, settings, run) -> argparse.ArgumentParser:
+        """A subcommand whose flags mirror a settings class (every field, env var as default)."""
+        sub = commands.add_parser(name, help=help_text)
+        add_settings_flags(sub, settings)
+        sub.set_defaults(run=run, parser=sub)
+        return sub
 
-    index = commands.add_parser("index", help="corpus JSONL → hnswlib index + doc store")
-    add_settings_flags(index, IndexSettings)
-    index.set_defaults(run=cmd_index, parser=index)
-
-    evaluate = commands.add_parser("eval", help="BEIR data → stage-1 and two-stage metrics (ranx)")
-    add_settings_flags(evaluate, EvalSettings)
+    command("export", "HF model (id or dir) → ONNX int8 with manifest and parity", ExportSettings, cmd_export)
+    command("index", "corpus JSONL → hnswlib index + doc store", IndexSettings, cmd_index)
+    evaluate = command("eval", "BEIR data → stage-1 and two-stage metrics (ranx)", EvalSettings, cmd_eval)
     evaluate.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
-    evaluate.set_defaults(run=cmd_eval, parser=evaluate)
+    command("calibrate", "fit score calibration and pick the floor from data", CalibrateSettings, cmd_calibrate)
+    command("train", "fine-tune a cross-encoder on BEIR-format training data", TrainSettings, cmd_train)
 
-    calibrate = commands.add_parser("calibrate", help="fit score calibration and pick the floor from data")
-    add_settings_flags(calibrate, CalibrateSettings)
-    calibrate.set_defaults(run=cmd_calibrate, parser=calibrate)
-
-    train = commands.add_parser("train", help="fine-tune a cross-encoder on BEIR-format training data")
-    add_settings_flags(train, TrainSettings)
-    train.set_defaults(run=cmd_train, parser=train)
-
-    serve = commands.add_parser("serve", help="serve the HTTP API with uvicorn")
-    add_settings_flags(serve, Settings)
+    serve = command("serve", "serve the HTTP API with uvicorn", Settings, cmd_serve)
     serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("TWOSTAGE_PORT", "8000")), help="(env TWOSTAGE_PORT)"
@@ -177,14 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("TWOSTAGE_GRACEFUL_SHUTDOWN_S", "30")),
         help="seconds in-flight requests get to finish on SIGTERM (env TWOSTAGE_GRACEFUL_SHUTDOWN_S)",
     )
-    serve.set_defaults(run=cmd_serve, parser=serve)
 
-    query = commands.add_parser("query", help="answer one query through the Lambda handler")
+    query = command("query", "answer one query through the Lambda handler", Settings, cmd_query)
     query.add_argument("text", help="the query")
     query.add_argument("--json", action="store_true", help="print the raw response body")
-    add_settings_flags(query, Settings)
-    query.set_defaults(run=cmd_query, parser=query)
+
+    bench = commands.add_parser("bench", help="run a benchmark script (they print figures; docs/results.md)")
+    bench.add_argument("name", choices=benchmark_names())
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="its own flags (twostage bench NAME --help)")
+    bench.set_defaults(run=cmd_bench, parser=bench)
     return parser
+
+
+def benchmark_names() -> list[str]:
+    """The scripts in benchmarks/, as `twostage bench` names them (cold_start → cold-start)."""
+    import pkgutil
+
+    try:
+        import benchmarks
+    except ImportError:  # the runtime images (Lambda, GPU container) ship without them
+        return []
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(benchmarks.__path__))
+
+
+def cmd_bench(parser, args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}")
+    sys.argv = [f"twostage bench {args.name}", *args.args]  # the benchmark parses its own flags
+    module.main()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
