@@ -146,19 +146,20 @@ def bare_start(python: str, site: Path | None, artifacts: Path, index: Path, rec
 
 def _child(python: str, site: Path | None, arguments: list[str], env: dict) -> dict:
     started = time.perf_counter()
-    env = env | _path_env(site)
+    env = _inherited_env(site) | env  # the benchmark's own index and log level win over the caller's
     out = subprocess.run([python, "-c", *arguments], env=env, capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     report["process_total"] = time.perf_counter() - started
     return report
 
 
-def _path_env(site: Path | None) -> dict:
-    """This checkout's code first, then the runtime tree (`--site`) the interpreter does not have itself."""
+def _inherited_env(site: Path | None) -> dict:
+    """The caller's TWOSTAGE_* settings (e.g. TWOSTAGE_RERANK_MAX_LENGTH) and PATH; on the import path
+    this checkout's code first, then the runtime tree (`--site`) the interpreter does not have itself."""
     import os
 
     paths = [str(Path(__file__).resolve().parents[1])] + ([str(site.resolve())] if site else [])
-    kept = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "HNSWLIB_NO_NATIVE")}
+    kept = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME") or k.startswith("TWOSTAGE_")}
     return kept | {"PYTHONPATH": os.pathsep.join(paths)}
 
 

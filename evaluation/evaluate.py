@@ -157,9 +157,14 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     exclude = read_pairs(settings.exclude) if settings.exclude else {}
     index_dir = ensure_index(settings)
     overrides = {"stage1_weight": settings.stage1_weight} if settings.stage1_weight is not None else {}
-    retriever = Retriever.from_settings(
-        Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, floor=settings.floor, **overrides)
+    served = Settings(
+        artifacts_dir=settings.artifacts_dir,
+        index_path=index_dir,
+        floor=settings.floor,
+        rerank_max_length=settings.rerank_max_length,
+        **overrides,
     )
+    retriever = Retriever.from_settings(served)
     started = time.perf_counter()
     runs = run_queries(retriever, data, settings, exclude)
     qrels = {q: {d: r for d, r in docs.items() if d not in exclude.get(q, {})} for q, docs in data.qrels.items()}
@@ -172,6 +177,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "mode": settings.mode,
         "excluded_pairs": sum(map(len, exclude.values())),
         "stage1_weight": retriever.settings.stage1_weight,
+        "rerank_max_length": retriever.cross.max_length,
         "models": {
             kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))
         },

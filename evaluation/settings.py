@@ -34,6 +34,9 @@ class EvalSettings(BaseSettings):
     )
     exclude: Path | None = Field(None, description="TSV query-id, corpus-id pairs removed from every ranking")
     rerank: bool = Field(True, description="also score stage 1 + rerank")
+    rerank_max_length: int | None = Field(
+        None, ge=32, description="truncate rerank pairs to this many tokens (unset: the reranker's max length)"
+    )
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
 

@@ -55,6 +55,13 @@ def start_loading(settings: Settings) -> PendingModels:
     }
     pool = ThreadPoolExecutor(max_workers=builder_threads(cpus), thread_name_prefix="load-models")
     bi = pool.submit(_timed, Encoder, settings.bi_dir, **session)
-    cross = pool.submit(_timed, CrossEncoder, settings.cross_dir, batch_size=settings.rerank_batch_size, **session)
+    cross = pool.submit(
+        _timed,
+        CrossEncoder,
+        settings.cross_dir,
+        batch_size=settings.rerank_batch_size,
+        max_length=settings.rerank_max_length,
+        **session,
+    )
     pool.shutdown(wait=False)  # the threads end with their jobs
     return PendingModels(bi, cross)

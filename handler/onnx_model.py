@@ -87,12 +87,15 @@ class OnnxModel:
         batch_size: int = 32,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         require_gpu: bool = False,
+        max_length: int | None = None,
     ):
         self.model_dir = Path(model_dir)
         self.manifest: ModelManifest = read_manifest(self.model_dir, ModelManifest)
+        # Never beyond what the model was exported for; shorter only when asked (a latency lever).
+        self.max_length = min(self.manifest.max_length, max_length or self.manifest.max_length)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.manifest.max_length)
+        self.tokenizer.enable_truncation(max_length=self.max_length)
         self.session = make_session(self.model_dir / self.manifest.onnx_file, threads, providers, require_gpu)
         self.input_names = {node.name for node in self.session.get_inputs()}
         self.batch_size = batch_size

@@ -46,6 +46,21 @@ def test_embeddings_are_normalised_and_order_preserving(artifacts):
     assert [texts[i] for i in similarity.argmax(axis=1)] == texts
 
 
+def test_rerank_max_length_truncates_pairs_but_never_beyond_the_model(artifacts):
+    cross = artifacts / "models" / "cross"
+    model_max = read_manifest(cross, ModelManifest).max_length
+    long_passage = "word " * 600
+    assert len(CrossEncoder(cross).encode("query", [long_passage])[0].ids) == model_max
+    assert len(CrossEncoder(cross, max_length=48).encode("query", [long_passage])[0].ids) == 48
+    assert CrossEncoder(cross, max_length=model_max + 100).max_length == model_max
+    # Cutting the passage changes what the reranker reads, so the score moves.
+    full, cut = (
+        CrossEncoder(cross).logits("query", [long_passage + " query"]),
+        CrossEncoder(cross, max_length=48).logits("query", [long_passage + " query"]),
+    )
+    assert not np.allclose(full, cut)
+
+
 def test_tiny_cross_encoder_export(artifacts):
     cross = artifacts / "models" / "cross"
     manifest = read_manifest(cross, ModelManifest)

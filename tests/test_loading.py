@@ -13,6 +13,11 @@ def test_both_models_load_in_the_background_with_their_timings(artifacts):
     assert set(models.load_ms) == {"bi_ms", "cross_ms"} and min(models.load_ms.values()) > 0
 
 
+def test_rerank_max_length_setting_reaches_the_cross_encoder(artifacts):
+    models = start_loading(Settings(artifacts_dir=artifacts, rerank_max_length=40)).result()
+    assert models.cross.max_length == 40 and models.encoder.max_length == models.encoder.manifest.max_length
+
+
 def test_a_model_that_fails_to_load_raises_when_waited_for(tmp_path):
     pending = start_loading(Settings(artifacts_dir=tmp_path))  # no models here
     with pytest.raises(FileNotFoundError):

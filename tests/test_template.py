@@ -25,3 +25,11 @@ def test_image_is_python_312_or_newer_and_builds_hnswlib_portably():
     assert versions and all((int(a), int(b)) >= (3, 12) for a, b in versions)
     assert "HNSWLIB_NO_NATIVE=1" in dockerfile
     assert 'CMD ["handler.lambda_function.handler"]' in dockerfile
+
+
+def test_every_setting_the_template_passes_is_one_the_handler_reads():
+    from handler.settings import Settings
+
+    variables = set(re.findall(r"^\s+(TWOSTAGE_[A-Z0-9_]+):", (ROOT / "template.yaml").read_text(), re.M))
+    assert "TWOSTAGE_RERANK_MAX_LENGTH" in variables
+    assert {v.removeprefix("TWOSTAGE_").lower() for v in variables} <= set(Settings.model_fields)
