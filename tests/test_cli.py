@@ -99,3 +99,17 @@ def test_cli_works_where_the_benchmarks_are_not_installed(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         parse(["bench", "cold-start"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bench_names_a_missing_optional_dependency(monkeypatch, capsys):
+    import types
+
+    def main():
+        raise ModuleNotFoundError("No module named 'fastembed'", name="fastembed")
+
+    monkeypatch.setitem(sys.modules, "benchmarks.rerank_peers", types.SimpleNamespace(main=main))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the benchmark reads its flags from sys.argv
+    from twostage.cli import main as cli
+
+    assert cli(["bench", "rerank-peers", "--threads", "2"]) == 1
+    assert "twostage bench: needs fastembed: pip install" in capsys.readouterr().err

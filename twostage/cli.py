@@ -195,9 +195,11 @@ def benchmark_names() -> list[str]:
 def cmd_bench(parser, args) -> int:
     import importlib
 
-    module = importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}")
     sys.argv = [f"twostage bench {args.name}", *args.args]  # the benchmark parses its own flags
-    module.main()
+    try:
+        importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}").main()
+    except ModuleNotFoundError as error:  # peers and torch are optional extras
+        raise ValueError(f"needs {error.name}: pip install -e '.[build,bench]'") from error
     return 0
 
 
