@@ -3,8 +3,8 @@
 onnxruntime releases the GIL while it builds a session, so the handler's remaining imports run
 meanwhile; hnswlib's load holds the GIL, so it stays on the calling thread (docs/results.md §8).
 That calling thread is the cold start's critical path, so the builders leave it a core of its own:
-on 2 vCPUs both models build one after the other on one worker (two workers and the main thread on
-two cores made init ~100 ms slower).
+on 2 vCPUs both models build one after the other on one worker (two workers beside the main thread
+on two cores answered the first request ~20 ms later, in interleaved runs).
 """
 
 from __future__ import annotations
