@@ -84,11 +84,12 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         deep = _max_by_doc([c.doc_id for c in deep_chunks], [c.score for c in deep_candidates])  # best first
         runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
         top, candidates = _without(*retriever.recall(text, settings.recall_k, settings.mode), excluded)
-        runs.stage1[qid] = _max_by_doc([c.doc_id for c in top], [c.score for c in candidates])
+        docs = [c.doc_id for c in top]
+        runs.stage1[qid] = _max_by_doc(docs, [c.score for c in candidates])
         if settings.rerank:
             logits, scores = retriever.score(text, top, candidates)
-            runs.logits[qid] = ([c.doc_id for c in top], logits)
-            runs.two_stage_scores[qid] = _max_by_doc([c.doc_id for c in top], scores)
+            runs.logits[qid] = (docs, logits)
+            runs.two_stage_scores[qid] = _max_by_doc(docs, scores)
     return runs
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from handler.settings import MAX_STAGE1_WEIGHT, SETTINGS_CONFIG, artifacts_dir_field
+from handler.settings import MAX_STAGE1_WEIGHT, SETTINGS_CONFIG, artifacts_dir_field, rerank_max_length_field
 
 
 class EvalSettings(BaseSettings):
@@ -34,9 +34,7 @@ class EvalSettings(BaseSettings):
     )
     exclude: Path | None = Field(None, description="TSV query-id, corpus-id pairs removed from every ranking")
     rerank: bool = Field(True, description="also score stage 1 + rerank")
-    rerank_max_length: int | None = Field(
-        None, ge=32, description="truncate rerank pairs to this many tokens (unset: the reranker's max length)"
-    )
+    rerank_max_length: int | None = rerank_max_length_field()
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
 

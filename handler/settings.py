@@ -23,6 +23,16 @@ def artifacts_dir_field(description: str):
     )
 
 
+def rerank_max_length_field():
+    """Tokens per rerank pair, below the reranker's own max length; the same bound for serving and eval."""
+    return Field(
+        None,
+        ge=32,
+        description="truncate each (query, passage) pair to this many tokens when below the reranker's own max "
+        "length (unset: the reranker's); trades quality for latency, docs/results.md §8",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SETTINGS_CONFIG
 
@@ -47,12 +57,7 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (unset: CPUs available)")
     rerank_batch_size: int = Field(32, ge=1, description="pairs per cross-encoder batch")
-    rerank_max_length: int | None = Field(
-        None,
-        ge=32,
-        description="truncate each (query, passage) pair to this many tokens when below the reranker's own max "
-        "length (unset: the reranker's); trades quality for latency, docs/results.md §8",
-    )
+    rerank_max_length: int | None = rerank_max_length_field()
     providers: str = Field(
         "tensorrt,cuda,cpu",
         description="ONNX Runtime providers in order of preference; those this onnxruntime lacks are skipped",
