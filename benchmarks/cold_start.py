@@ -135,8 +135,11 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     return target
 
 
-def cold_start(python: str, site: Path | None, artifacts: Path, index: Path, recall_k: int) -> dict:
+def cold_start(
+    python: str, site: Path | None, artifacts: Path, index: Path, recall_k: int, init_type: str = "on-demand"
+) -> dict:
     env = {"ARTIFACTS_DIR": str(artifacts), "TWOSTAGE_INDEX_PATH": str(index), "TWOSTAGE_LOG_LEVEL": "WARNING"}
+    env["AWS_LAMBDA_INITIALIZATION_TYPE"] = init_type
     return _child(python, site, [CHILD, str(recall_k)], env)
 
 
@@ -181,6 +184,11 @@ def main() -> None:
     parser.add_argument(
         "--bare", action="store_true", help="also time the bare-library floor (BARE), alternating with the handler"
     )
+    parser.add_argument(
+        "--primed",
+        action="store_true",
+        help="also time the handler primed during its init (provisioned concurrency; a SnapStart snapshot)",
+    )
     args = parser.parse_args()
 
     index = synthesise(args.source_index, args.bench_dir / f"index-{args.chunks}", args.chunks)
@@ -193,9 +201,10 @@ def main() -> None:
     setup = (args.python, args.site, args.artifacts_dir, index, args.recall_k)
     rounds = []
     for _ in range(args.runs + 1):
-        rounds.append((cold_start(*setup), bare_start(*setup) if args.bare else None))
+        primed = cold_start(*setup, "provisioned-concurrency") if args.primed else None
+        rounds.append((cold_start(*setup), bare_start(*setup) if args.bare else None, primed))
     rounds = rounds[1:]
-    runs = [handler for handler, _ in rounds]
+    runs = [handler for handler, _, _ in rounds]
     where = f"{args.python}" + (f" on {args.site}" if args.site else "")
     print(f"{args.chunks} chunks, first /search at recall_k {args.recall_k}, {args.runs} runs (median), {where}")
     print(f"  interpreter start  {interpreter * 1000:5.0f} ms (not in the parts below)")
@@ -204,12 +213,15 @@ def main() -> None:
         print(f"    {name:<18} {statistics.median(r['load_ms'][name] for r in runs):7.0f} ms")
     print(f"  RSS after first request: {statistics.median(r['rss_mb'] for r in runs):.0f} MB")
     print(f"  CPU time of the process (user + sys, both cores): {_median_ms(runs, 'cpu_s'):.0f} ms")
+    if args.primed:
+        primed = [p for *_, p in rounds]
+        _print_parts("handler primed during init (provisioned concurrency; what SnapStart snapshots)", primed)
     if args.bare:
-        bare = [b for _, b in rounds]
+        bare = [b for _, b, _ in rounds]
         _print_parts(
             "bare libraries, same query (dense top recall_k), sequential", bare, ["imports", "models", "index"]
         )
-        gap = statistics.median(h["ready_to_answer"] - b["ready_to_answer"] for h, b in rounds)
+        gap = statistics.median(h["ready_to_answer"] - b["ready_to_answer"] for h, b, _ in rounds)
         print(f"  handler − bare, ready_to_answer (median of pairs): {gap * 1000:+.0f} ms")
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -17,10 +18,12 @@ import pytest
 from tests.conftest import load_event
 
 PREFIX = "/2018-06-01/runtime"
+ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
 
 
 class RuntimeApiStub(ThreadingHTTPServer):
-    """The subset of the Lambda Runtime API a runtime client uses: next, response, error, init error."""
+    """The subset of the Lambda Runtime API a runtime client uses: next, response, error, init error, and
+    SnapStart's restore/next (answered at once: the "snapshot" is the running process) and restore/error."""
 
     daemon_threads = True
 
@@ -29,6 +32,7 @@ class RuntimeApiStub(ThreadingHTTPServer):
         self.events: queue.Queue = queue.Queue()
         self.results: dict[str, tuple[str, dict]] = {}
         self.done = threading.Condition()
+        self.restores = 0
 
     def invoke(self, event: dict, timeout: float = 60) -> tuple[str, dict]:
         request_id = f"req-{len(self.results)}-{time.monotonic_ns()}"
@@ -57,6 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self):
+        if self.path == f"{PREFIX}/restore/next":
+            self.server.restores += 1
+            return self._reply(200)
         if self.path != f"{PREFIX}/invocation/next":
             return self._reply(404)
         request_id, event = self.server.events.get()
@@ -75,8 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         parts = self.path[len(PREFIX) :].strip("/").split("/")
-        if parts == ["init", "error"]:
-            self.server.record("init", "init_error", body)
+        if parts in (["init", "error"], ["restore", "error"]):
+            self.server.record("init", "_".join(parts), body | {"type": self.headers.get(ERROR_TYPE)})
         elif len(parts) == 3 and parts[0] == "invocation":
             self.server.record(parts[1], parts[2], body)
         else:
@@ -84,8 +91,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(202)
 
 
-@pytest.fixture(scope="module")
-def runtime(artifacts):
+@contextmanager
+def runtime_client(artifacts: Path, log: Path, **env: str):
+    """awslambdaric serving our handler against a fresh Runtime API stub; its output goes to `log`."""
     stub = RuntimeApiStub()
     threading.Thread(target=stub.serve_forever, daemon=True).start()
     env = dict(
@@ -95,17 +103,27 @@ def runtime(artifacts):
         AWS_LAMBDA_FUNCTION_NAME="twostage",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048",
         PYTHONPATH=str(Path(__file__).parent.parent),
+        **env,
     )
-    client = subprocess.Popen(
-        [sys.executable, "-m", "awslambdaric", "handler.lambda_function.handler"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    yield stub
-    client.kill()
-    client.wait(10)
-    stub.shutdown()
+    with log.open("w") as out:
+        client = subprocess.Popen(
+            [sys.executable, "-m", "awslambdaric", "handler.lambda_function.handler"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield stub
+    finally:
+        client.kill()
+        client.wait(10)
+        stub.shutdown()
+
+
+@pytest.fixture(scope="module")
+def runtime(artifacts, tmp_path_factory):
+    with runtime_client(artifacts, tmp_path_factory.mktemp("ric") / "out.log") as stub:
+        yield stub
 
 
 @pytest.mark.parametrize("event", ["apigw_v1_rest.json", "apigw_v2_http.json", "lambda_function_url.json"])
@@ -121,3 +139,35 @@ def test_bad_input_through_awslambdaric_is_a_4xx_response_not_an_error(runtime):
     kind, result = runtime.invoke(load_event("apigw_v2_http.json", "POST", "/search", {"query": " "}))
     assert kind == "response" and result["statusCode"] == 422
     assert json.loads(result["body"])["details"][0]["field"] == "query"
+
+
+SEARCH = {"query": "E240 ThermoLine", "top_k": 3}
+
+
+def test_snapstart_primes_before_the_snapshot_and_serves_after_restore(artifacts, tmp_path):
+    log = tmp_path / "out.log"
+    with runtime_client(artifacts, log, AWS_LAMBDA_INITIALIZATION_TYPE="snap-start", TWOSTAGE_LOG_LEVEL="info") as stub:
+        kind, result = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH))
+    assert kind == "response" and result["statusCode"] == 200, result
+    assert stub.restores == 1
+    output = log.read_text()
+    primed, restored = output.find("primed: /search answered"), output.find("restored from a SnapStart snapshot")
+    assert 0 <= primed < restored, output
+
+
+def test_a_function_that_cannot_answer_fails_before_its_snapshot(artifacts, tmp_path):
+    # A 5-character query limit makes the priming /search a 422: the version must not be published.
+    env = {"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start", "TWOSTAGE_MAX_QUERY_CHARS": "5"}
+    with runtime_client(artifacts, tmp_path / "out.log", **env) as stub:
+        kind, result = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH))
+    assert kind == "init_error" and result["type"] == "Runtime.BeforeSnapshotError", result
+    assert "422" in result["errorMessage"] and stub.restores == 0
+
+
+def test_provisioned_concurrency_primes_during_init(artifacts, tmp_path):
+    log = tmp_path / "out.log"
+    env = {"AWS_LAMBDA_INITIALIZATION_TYPE": "provisioned-concurrency", "TWOSTAGE_LOG_LEVEL": "info"}
+    with runtime_client(artifacts, log, **env) as stub:
+        kind, result = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH))
+    assert kind == "response" and result["statusCode"] == 200
+    assert "primed: /search answered" in log.read_text() and stub.restores == 0
