@@ -9,7 +9,8 @@ the request's shapes, the thread pool, modules imported on first use) is then do
 
 Lambda says which init this is in AWS_LAMBDA_INITIALIZATION_TYPE. Under SnapStart the runtime (Lambda's
 Python 3.12+ runtimes and base images, or awslambdaric) runs the hooks registered with
-`snapshot_restore_py`; an on-demand init neither imports it nor primes.
+`snapshot_restore_py`; an on-demand init neither imports it nor primes. Nothing the init makes must be
+unique per environment (ids are drawn from os.urandom per request), so restoring needs no hook but a log.
 """
 
 from __future__ import annotations
