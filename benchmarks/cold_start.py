@@ -31,7 +31,7 @@ import json, sys, time
 t0 = time.perf_counter()
 from handler import lambda_function as lf  # every import and the whole init, as Lambda runs it
 t1 = time.perf_counter()
-from twostage.events import http_api_event
+from handler.events import http_api_event
 body = {"query": "vitamin D deficiency and bone fractures", "recall_k": int(sys.argv[1])}
 response = lf.handler(http_api_event("POST", "/search", body), None)
 t2 = time.perf_counter()

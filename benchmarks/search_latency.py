@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["ARTIFACTS_DIR"] = args.artifacts_dir
     os.environ.setdefault("TWOSTAGE_LOG_LEVEL", "WARNING")
+    from handler.events import http_api_event
     from handler.lambda_function import handler, settings
-    from twostage.events import http_api_event
 
     print(f"threads: {settings.threads or 'auto'}; {args.repeat} requests per recall_k after 3 warm-ups")
     print("| recall_k | stage | p50 ms | p95 ms |\n| --- | --- | --- | --- |")

@@ -15,40 +15,22 @@ unique per environment (ids are drawn from os.urandom per request), so restoring
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
 
+from handler.events import http_api_event
+
 log = logging.getLogger(__name__)
-PRIMING_QUERY = "what does the evidence say about this"
-
-
-def priming_event(query: str = PRIMING_QUERY) -> dict:
-    """A minimal API Gateway HTTP API (v2) event: POST /search with the index's defaults."""
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": "/search",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "user-agent": "twostage-priming"},
-        "requestContext": {
-            "http": {"method": "POST", "path": "/search", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-            "requestId": "priming",
-            "routeKey": "$default",
-            "stage": "$default",
-        },
-        "body": json.dumps({"query": query}),
-        "isBase64Encoded": False,
-    }
+PRIMING_QUERY = "what does the evidence say about this"  # with the deployment's defaults (recall_k, mode)
 
 
 def prime(handler: Callable[[dict, object], dict]) -> float:
     """Answer one /search through `handler`; raises when it is not a 200, so that a broken function fails
     its version's publication instead of being snapshotted. Returns the milliseconds it took."""
     started = time.perf_counter()
-    response = handler(priming_event(), None)
+    response = handler(http_api_event("POST", "/search", {"query": PRIMING_QUERY}), None)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if response.get("statusCode") != 200:
         raise RuntimeError(f"priming /search answered {response.get('statusCode')}: {response.get('body')}")

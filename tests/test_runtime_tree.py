@@ -16,7 +16,7 @@ ROOT = Path(__file__).parent.parent
 CHILD = r"""
 import json, sys
 from handler import lambda_function as lf
-from twostage.events import http_api_event
+from handler.events import http_api_event
 response = lf.handler(http_api_event("POST", "/search", {"query": "E240 ThermoLine", "top_k": 3}), None)
 build_only = [m for m in ("torch", "transformers", "optimum", "tqdm", "huggingface_hub") if m in sys.modules]
 print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "build_only": build_only}))

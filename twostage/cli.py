@@ -122,8 +122,8 @@ def cmd_query(parser, args) -> int:
     for name in ("recall_k", "top_k", "floor", "threads"):
         if getattr(args, name) is not None:
             os.environ[f"TWOSTAGE_{name.upper()}"] = str(getattr(settings, name))
+    from handler.events import http_api_event
     from handler.lambda_function import handler
-    from twostage.events import http_api_event
 
     response = handler(http_api_event("POST", "/search", {"query": args.text}), None)
     body = json.loads(response["body"])

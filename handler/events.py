@@ -1,4 +1,5 @@
-"""API Gateway HTTP API (payload v2) events, as Lambda receives them, for `twostage query`."""
+"""API Gateway HTTP API (payload v2) events, as Lambda receives them: for `twostage query`, the benchmarks,
+and the priming request before a SnapStart snapshot (handler/ahead_of_time.py)."""
 
 from __future__ import annotations
 
