@@ -26,25 +26,23 @@ log = logging.getLogger(__name__)
 PRIMING_QUERY = "what does the evidence say about this"  # with the deployment's defaults (recall_k, mode)
 
 
-def prime(handler: Callable[[dict, object], dict]) -> float:
+def prime(handler: Callable[[dict, object], dict]) -> None:
     """Answer one /search through `handler`; raises when it is not a 200, so that a broken function fails
-    its version's publication instead of being snapshotted. Returns the milliseconds it took."""
+    its version's publication instead of being snapshotted."""
     started = time.perf_counter()
     response = handler(http_api_event("POST", "/search", {"query": PRIMING_QUERY}), None)
     elapsed_ms = (time.perf_counter() - started) * 1000
     if response.get("statusCode") != 200:
         raise RuntimeError(f"priming /search answered {response.get('statusCode')}: {response.get('body')}")
     log.info("primed: /search answered in %.0f ms before the first request", elapsed_ms)
-    return elapsed_ms
 
 
 def _restored() -> None:
     log.info("restored from a SnapStart snapshot")
 
 
-def prepare(handler: Callable[[dict, object], dict]) -> str:
-    """Prime `handler` now (provisioned concurrency) or before the snapshot (SnapStart); nothing on demand.
-    Returns the initialisation type it acted on."""
+def prepare(handler: Callable[[dict, object], dict]) -> None:
+    """Prime `handler` now (provisioned concurrency) or before the snapshot (SnapStart); nothing on demand."""
     init_type = os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
     if init_type == "provisioned-concurrency":
         prime(handler)
@@ -53,4 +51,3 @@ def prepare(handler: Callable[[dict, object], dict]) -> str:
 
         register_before_snapshot(prime, handler)
         register_after_restore(_restored)
-    return init_type
