@@ -109,7 +109,7 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     real = hnswlib.Index(space="cosine", dim=manifest.dims)
     real.load_index(str(source / INDEX_NAME))
     vectors = np.asarray(real.get_items(list(range(manifest.count))), dtype=np.float32)
-    originals = DocStore(source / DOCSTORE_NAME).fetch(list(range(manifest.count)))
+    originals = DocStore(source / DOCSTORE_NAME, manifest.count).fetch(list(range(manifest.count)))
     rng = np.random.default_rng(seed)
     picks = np.arange(chunks) % manifest.count
     noisy = vectors[picks] + rng.normal(0, 0.02, (chunks, manifest.dims)).astype(np.float32)

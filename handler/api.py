@@ -5,21 +5,28 @@ Starlette plus pydantic bodies: FastAPI would add ≈ 0.2 s to every cold start 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import PurePath
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from handler.admission import Admission, stop_on_disconnect
+from handler.auth import BearerAuth
 from handler.batching import Overloaded
-from handler.openapi import DOCS_HTML, openapi_document
+from handler.errors import Cancelled, TooMuchWork
+from handler.openapi import DOCS_HTML, Limits, openapi_document
 from handler.pipeline import Retriever
 from handler.schemas import (
     ErrorResponse,
@@ -31,10 +38,12 @@ from handler.schemas import (
     SearchRequest,
 )
 from handler.settings import Settings
+from handler.verify import ArtifactError
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 RETRY_AFTER_S = 1
+UTF8_BOM = b"\xef\xbb\xbf"
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -50,18 +59,47 @@ class FieldError(BadRequest):
         super().__init__([{"field": field, "message": message}], status, error)
 
 
-def _error(status: int, error: str, details: list[dict]) -> JSONResponse:
+def _error(status: int, error: str, details: list[dict], headers: dict | None = None) -> JSONResponse:
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or error
     body = ErrorResponse(error=error, message=message, details=details)
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def _field_name(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "body"
 
 
-async def parse_body(request: Request, model: type[Body]) -> Body:
-    raw = await request.body()
+def _check_content_type(request: Request) -> None:
+    """JSON only: a text/plain or form POST is also a CORS "simple request" a browser sends unasked."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise FieldError(
+            "content-type", f"must be application/json, not {media or 'missing'}", 415, "unsupported_media_type"
+        )
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, refused (413) past max_body_bytes before it is read, or as soon as it grows past it,
+    and (408) when it does not arrive within body_timeout_s."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise FieldError("body", f"larger than {limit} bytes", 413, "body_too_large")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise FieldError("body", f"larger than {limit} bytes", 413, "body_too_large")
+    except TimeoutError:
+        raise FieldError("body", f"not received within {settings.body_timeout_s:g} s", 408, "body_timeout") from None
+    return bytes(body)
+
+
+async def parse_body(request: Request, model: type[Body], settings: Settings) -> Body:
+    _check_content_type(request)
+    raw = (await read_body(request, settings)).removeprefix(UTF8_BOM)  # RFC 8259 lets a parser ignore it
     if not raw.strip():
         raise FieldError("body", "a JSON body is required")
     try:
@@ -82,22 +120,25 @@ async def _on_bad_request(request: Request, exc: BadRequest) -> JSONResponse:
 
 
 async def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return _error(exc.status_code, "http_error", [{"field": "path", "message": str(exc.detail)}])
+    # keeps Starlette's headers: a 405 carries Allow
+    return _error(exc.status_code, "http_error", [{"field": "path", "message": str(exc.detail)}], exc.headers)
 
 
 async def _on_overload(request: Request, exc: Overloaded) -> JSONResponse:
-    response = _error(503, "overloaded", [{"field": "server", "message": f"busy ({exc}); retry later"}])
-    response.headers["Retry-After"] = str(RETRY_AFTER_S)
-    return response
+    details = [{"field": "server", "message": f"busy ({exc}); retry later"}]
+    return _error(503, "overloaded", details, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 async def _on_timeout(request: Request, exc: TimeoutError) -> JSONResponse:
     return _error(504, "timeout", [{"field": "server", "message": str(exc)}])
 
 
-async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse({"error": "internal_error", "message": "internal error", "details": []}, status_code=500)
+async def _on_too_much_work(request: Request, exc: TooMuchWork) -> JSONResponse:
+    return _error(413, "too_much_work", [{"field": exc.field, "message": exc.message}])
+
+
+async def _on_cancelled(request: Request, exc: Cancelled) -> JSONResponse:
+    return _error(499, "client_closed_request", [{"field": "client", "message": str(exc)}])  # nobody reads it
 
 
 EXCEPTION_HANDLERS = {
@@ -105,8 +146,34 @@ EXCEPTION_HANDLERS = {
     HTTPException: _on_http_error,
     Overloaded: _on_overload,
     TimeoutError: _on_timeout,
-    Exception: _on_crash,
+    TooMuchWork: _on_too_much_work,
+    Cancelled: _on_cancelled,
 }
+INTERNAL_ERROR = {"error": "internal_error", "message": "internal error", "details": []}
+
+
+class CrashBarrier:
+    """An unexpected error becomes one logged 500 here. Left to Starlette's ServerErrorMiddleware it is
+    re-raised after the response: a second traceback, and uvicorn closes the keep-alive connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, send)
 
 
 def _resolve_k(body: SearchRequest, settings: Settings) -> tuple[int, int]:
@@ -144,12 +211,18 @@ def _rerank_response(body: RerankRequest, texts: list[str], scores) -> RerankRes
     return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
 
-def _health(retriever: Retriever, settings: Settings) -> HealthResponse:
+def _public_source(source: str) -> str:
+    """An HF id as is; a local path by its last part (/health must not show the build host's paths)."""
+    return PurePath(source).name if source.startswith(("/", ".", "~")) or "\\" in source else source
+
+
+def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) -> HealthResponse:
     def model(m) -> ModelInfo:
-        return ModelInfo(source=m.source, sha256=m.sha256, quantization=m.quantization)
+        return ModelInfo(source=_public_source(m.source), sha256=m.sha256, quantization=m.quantization)
 
     return HealthResponse(
-        status="ok",
+        status="broken" if problems else "ok",
+        problems={PurePath(path).name: problem for path, problem in problems.items()},
         bi=model(retriever.encoder.manifest),
         cross=model(retriever.cross.manifest),
         index={"chunks": len(retriever.index), "documents": retriever.index.manifest.documents},
@@ -160,33 +233,61 @@ def _health(retriever: Retriever, settings: Settings) -> HealthResponse:
     )
 
 
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_query_chars=settings.max_query_chars,
+        max_documents=settings.max_documents,
+        max_document_chars=settings.max_document_chars,
+        max_body_bytes=settings.max_body_bytes,
+        max_rerank_tokens=settings.max_rerank_tokens,
+        bearer=settings.api_key is not None,
+    )
+
+
 def create_app(retriever: Retriever, settings: Settings) -> Starlette:
+    # CPU: one request runs the models at a time, a few wait; the GPU batcher keeps its own queue.
+    admission = None if settings.batching else Admission(settings.max_concurrent, settings.max_pending)
+
+    async def run_models(request: Request, work, *args):
+        """Model calls block: they run in the thread pool (where concurrent requests meet in the batcher),
+        admitted by the gate, and stop between stages once the client has gone."""
+        async with stop_on_disconnect(request) as stop, admission.slot() if admission else nullcontext():
+            return await run_in_threadpool(work, *args, stop)
+
     async def search(request: Request) -> Response:
-        body = await parse_body(request, SearchRequest)
+        body = await parse_body(request, SearchRequest, settings)
         _check_query(body.query, settings)
         recall_k, top_k = _resolve_k(body, settings)
         if body.mode and body.mode not in retriever.modes:
             raise FieldError("mode", f"{body.mode!r} needs a BM25 artifact this index lacks; available: dense")
-        # Model calls block: run them in the thread pool so concurrent requests can meet in the batcher.
-        found = await run_in_threadpool(retriever.search, body.query, recall_k, top_k, body.floor, body.mode)
+        found = await run_models(request, retriever.search, body.query, recall_k, top_k, body.floor, body.mode)
         return json_response(found)
 
     async def rerank(request: Request) -> Response:
-        body = await parse_body(request, RerankRequest)
+        body = await parse_body(request, RerankRequest, settings)
         _check_query(body.query, settings)
         texts = body.texts()
         _check_documents(texts, settings)
-        scores = await run_in_threadpool(retriever.rerank, body.query, texts)
+        scores = await run_models(request, retriever.rerank, body.query, texts)
         return json_response(_rerank_response(body, texts, scores), exclude_none=True)
 
     async def health(request: Request) -> Response:
-        return json_response(_health(retriever, settings))
+        problems = await run_in_threadpool(retriever.problems)
+        response = json_response(_health(retriever, settings, problems))
+        response.status_code = 503 if problems else 200
+        return response
 
     async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(openapi_document(VERSION))
+        return JSONResponse(openapi_document(VERSION, limits_of(settings)))
 
     async def docs(request: Request) -> HTMLResponse:
         return HTMLResponse(DOCS_HTML)
+
+    async def on_broken_artifact(request: Request, exc: ArtifactError) -> JSONResponse:
+        """A file that fails at request time (damaged after init): this answer and /health say 503."""
+        log.error("artifact failed during a request: %s", exc)
+        retriever.broken[exc.path] = exc.problem
+        return _error(503, "unavailable", [{"field": "server", "message": "an artifact is damaged; see /health"}])
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -200,4 +301,8 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    middleware = [Middleware(CrashBarrier)]
+    if settings.api_key is not None:
+        middleware.append(Middleware(BearerAuth, key=settings.api_key.get_secret_value()))
+    handlers = EXCEPTION_HANDLERS | {ArtifactError: on_broken_artifact}
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)

@@ -176,13 +176,18 @@ class BatchedCrossEncoder:
         self, cross, max_batch_tokens: int, max_wait_ms: float, max_pending: int, timeout_s: float, workers: int = 1
     ):
         self.cross, self.timeout_s = cross, timeout_s
+        self.manifest, self.max_length = cross.manifest, cross.max_length
         self.batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens, max_wait_ms, max_pending, workers)
 
-    def __getattr__(self, name: str):  # manifest, scores, tokenizer...: the wrapped model's own
-        return getattr(self.cross, name)
+    def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]:
+        return self.cross.encode(query, passages)
 
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        return self.batcher.score(self.cross.encode(query, passages), self.timeout_s)
+        return self.logits_encoded(self.cross.encode(query, passages))
+
+    def logits_encoded(self, encodings: Sequence[Encoding], stop=None) -> np.ndarray:
+        """`stop` is checked by the pipeline between stages; queued pairs finish with their batch."""
+        return self.batcher.score(encodings, self.timeout_s)
 
     def close(self) -> None:
         self.batcher.close()

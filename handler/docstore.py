@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handler.verify import ArtifactError, check_docstore_rows, check_sqlite_file
+
 DOCSTORE_NAME = "docstore.sqlite"
 SCHEMA = """
 CREATE TABLE chunks (
@@ -51,20 +53,38 @@ def write_docstore(path: Path, chunks: Iterable[Chunk]) -> None:
 
 
 class DocStore:
-    """Read-only; one connection shared by request threads behind a lock."""
+    """Read-only; one connection shared by request threads behind a lock. Init checks it holds one row
+    per index label (`full`: and every page, SQLite's quick_check)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, count: int, full: bool = False):
         if not path.is_file():
             raise FileNotFoundError(f"doc store not found: {path}")
-        self._db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        check_sqlite_file(path)
+        # as_uri() percent-encodes '#' and '?' in the path, which would otherwise end the file name
+        # and drop mode=ro (SQLite then creates an empty writable file).
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._lock = threading.Lock()
+        self.path = path
+        check_docstore_rows(self._db, path, count, full)
 
     def fetch(self, labels: Sequence[int]) -> list[Chunk]:
         """Chunks in the order of `labels`."""
         if not len(labels):
             return []
         marks = ",".join("?" * len(labels))
-        with self._lock:
-            rows = self._db.execute(f"SELECT * FROM chunks WHERE label IN ({marks})", [int(x) for x in labels])
-            by_label = {row[0]: Chunk(*row[:5], metadata=json.loads(row[5])) for row in rows}
-        return [by_label[int(label)] for label in labels]
+        try:
+            with self._lock:
+                rows = self._db.execute(f"SELECT * FROM chunks WHERE label IN ({marks})", [int(x) for x in labels])
+                by_label = {row[0]: Chunk(*row[:5], metadata=json.loads(row[5])) for row in rows}
+            return [by_label[int(label)] for label in labels]
+        except (sqlite3.DatabaseError, KeyError, ValueError, TypeError) as error:  # damaged after init
+            raise ArtifactError(self.path, f"unreadable rows ({error!r})") from None
+
+    def ping(self) -> None:
+        """A read that fails when the file has become unreadable (for /health)."""
+        try:
+            with self._lock:
+                self._db.execute("SELECT label FROM chunks LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as error:
+            raise ArtifactError(self.path, f"unreadable ({error})") from None

@@ -25,6 +25,7 @@ class ModelManifest(BaseModel):
     task: str
     onnx_file: str
     sha256: str
+    size_bytes: int | None = None  # checked at every init (older exports lack it)
     max_length: int
     pad_id: int = 0
     pooling: Literal["mean", "cls"] | None = None
@@ -49,6 +50,7 @@ class IndexManifest(BaseModel):
     max_length: int
     chunk_overlap: int
     bm25: dict[str, Any] | None = None
+    files: dict[str, dict[str, Any]] | None = None  # {name: {bytes, sha256}} of every file beside it
 
 
 def sha256_file(path: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from handler.errors import Cancelled
 from handler.manifest import ModelManifest, read_manifest
+from handler.verify import ArtifactError, check_max_length, check_model_file, inside
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,12 @@ def make_session(
 
 class OnnxModel:
     """Tokenizer + session, both configured from our manifest (never from the tokenizer file's own
-    padding/truncation: the packaged MiniLM's tokenizer.json pads to 128 while the model uses 256)."""
+    padding/truncation: the packaged MiniLM's tokenizer.json pads to 128 while the model uses 256).
+
+    Init checks the files against the manifest (handler/verify.py) and runs one probe, so a wrong or
+    corrupt model fails here, naming its file, instead of on every request."""
+
+    kind = ""  # what the manifest must say: "bi" or "cross"
 
     def __init__(
         self,
@@ -88,17 +96,35 @@ class OnnxModel:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         require_gpu: bool = False,
         max_length: int | None = None,
+        checksum: bool = True,
     ):
         self.model_dir = Path(model_dir)
         self.manifest: ModelManifest = read_manifest(self.model_dir, ModelManifest)
+        if self.manifest.kind != self.kind:
+            raise ArtifactError(
+                self.model_dir / "manifest.json", f"a {self.manifest.kind} model where a {self.kind} belongs"
+            )
+        onnx_path = inside(self.model_dir, self.manifest.onnx_file)
+        check_model_file(onnx_path, self.manifest.size_bytes, self.manifest.sha256, checksum)
+        check_max_length(self.model_dir, self.manifest.max_length)
         # Never beyond what the model was exported for; shorter only when asked (a latency lever).
         self.max_length = min(self.manifest.max_length, max_length or self.manifest.max_length)
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(inside(self.model_dir, "tokenizer.json")))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length)
-        self.session = make_session(self.model_dir / self.manifest.onnx_file, threads, providers, require_gpu)
+        self.session = make_session(onnx_path, threads, providers, require_gpu)
         self.input_names = {node.name for node in self.session.get_inputs()}
         self.batch_size = batch_size
+        try:
+            self.probe()
+        except ArtifactError:
+            raise
+        except Exception as error:  # onnxruntime's own errors for a graph that is not what it claims
+            raise ArtifactError(onnx_path, f"probe run failed: {error}") from None
+
+    def probe(self) -> None:
+        """One tiny run that shows the graph computes what the manifest says (its shape)."""
+        raise NotImplementedError
 
     def _feeds(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
         """Pad to the longest sequence of this batch only (dynamic padding)."""
@@ -113,11 +139,14 @@ class OnnxModel:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {name: value for name, value in feeds.items() if name in self.input_names}
 
-    def _run_sorted(self, encodings: list[Encoding], run_batch) -> np.ndarray:
-        """Run length-sorted batches (little padding per batch) and restore the input order."""
+    def _run_sorted(self, encodings: list[Encoding], run_batch, stop: threading.Event | None = None) -> np.ndarray:
+        """Run length-sorted batches (little padding per batch) and restore the input order; `stop` set
+        (the caller went away) ends the work before the next batch."""
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         parts = []
         for start in range(0, len(order), self.batch_size):
+            if stop is not None and stop.is_set():
+                raise Cancelled("stopped between rerank batches")
             batch = [encodings[i] for i in order[start : start + self.batch_size]]
             parts.append(run_batch(self._feeds(batch)))
         out = np.concatenate(parts)
@@ -128,6 +157,16 @@ class OnnxModel:
 
 class Encoder(OnnxModel):
     """Bi-encoder: texts → (n, dims) float32 embeddings, pooled and normalised as its manifest says."""
+
+    kind = "bi"
+
+    def probe(self) -> None:
+        width = self.embed(["probe"]).shape[1]
+        if self.manifest.dims is not None and width != self.manifest.dims:
+            raise ArtifactError(
+                self.model_dir / self.manifest.onnx_file,
+                f"embeds {width}-d vectors, manifest.json says dims {self.manifest.dims}",
+            )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -146,13 +185,27 @@ class CrossEncoder(OnnxModel):
     """Cross-encoder: (query, passage) pairs → one relevance logit each (the graph's only output;
     our own models' mean-pooled head is folded into the graph at export)."""
 
+    kind = "cross"
+
+    def probe(self) -> None:
+        out = self.session.run(None, self._feeds(self.encode("probe", ["one", "two"])))[0]
+        if out.shape not in ((2,), (2, 1)):
+            raise ArtifactError(
+                self.model_dir / self.manifest.onnx_file,
+                f"outputs shape {out.shape} for 2 pairs, not one logit per pair",
+            )
+
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
-            return np.zeros(0, dtype=np.float32)
-        return self._run_sorted(self.encode(query, passages), self._logit_batch)
+        return self.logits_encoded(self.encode(query, passages))
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]:
         return self.tokenizer.encode_batch([(query, passage) for passage in passages])
+
+    def logits_encoded(self, encodings: list[Encoding], stop: threading.Event | None = None) -> np.ndarray:
+        """Logits of pairs `encode` made (callers count their tokens in between: the work budget)."""
+        if not encodings:
+            return np.zeros(0, dtype=np.float32)
+        return self._run_sorted(encodings, self._logit_batch, stop)
 
     def logits_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """One session run over exactly these pairs (the dynamic batcher has already sized them)."""

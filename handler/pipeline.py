@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -12,14 +13,17 @@ from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
+from handler.errors import Cancelled, TooMuchWork
 from handler.fusion import Candidate
 from handler.loading import PendingModels, start_loading
 from handler.manifest import ModelManifest, read_manifest
-from handler.onnx_model import CrossEncoder, Encoder
+from handler.onnx_model import Encoder
 from handler.schemas import Hit, SearchResponse, Timings
 from handler.settings import Settings
 from handler.sparse_index import BM25Index
+from handler.types import CrossScorer
 from handler.vector_index import VectorIndex
+from handler.verify import ArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +60,15 @@ def _hit(chunk: Chunk, candidate: Candidate, score: float, logit: float, stage1_
     )
 
 
+def _check_stop(stop: threading.Event | None, where: str) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled(f"stopped {where}")
+
+
 @dataclass
 class Retriever:
     encoder: Encoder
-    cross: CrossEncoder
+    cross: CrossScorer
     index: VectorIndex
     docs: DocStore
     bm25: BM25Index | None
@@ -68,6 +77,7 @@ class Retriever:
     settings: Settings
     calibration: Calibration = field(default_factory=lambda: Calibration.from_dict(None))
     load_ms: dict[str, float] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # file → what failed at request time (/health: 503)
 
     @classmethod
     def from_settings(cls, settings: Settings, models: PendingModels | None = None) -> Retriever:
@@ -75,11 +85,12 @@ class Retriever:
         it before its other imports), else it starts here, beside the index load."""
         models = models or start_loading(settings)
         clock = _Clock()  # cold start, part by part (benchmarks/cold_start.py, /health)
-        index = VectorIndex(settings.index_dir, read_manifest(settings.bi_dir, ModelManifest))
+        full = settings.verify == "full"
+        index = VectorIndex(settings.index_dir, read_manifest(settings.bi_dir, ModelManifest), checksum=full)
         clock.lap("ann_index")
-        docs = DocStore(settings.index_dir / DOCSTORE_NAME)
+        docs = DocStore(settings.index_dir / DOCSTORE_NAME, len(index), full)
         clock.lap("docstore")
-        bm25 = BM25Index(settings.index_dir, index.manifest) if index.manifest.bm25 else None
+        bm25 = BM25Index(settings.index_dir, index.manifest, full) if index.manifest.bm25 else None
         clock.lap("bm25")
         loaded = models.result()
         clock.lap("models_wait")
@@ -109,7 +120,7 @@ class Retriever:
         return {"dense", "bm25", "hybrid"} if self.bm25 else {"dense"}
 
     @staticmethod
-    def _default_floor(settings: Settings, cross: CrossEncoder) -> tuple[float, str]:
+    def _default_floor(settings: Settings, cross: CrossScorer) -> tuple[float, str]:
         if settings.floor is not None:
             return settings.floor, "settings"
         calibrated = (cross.manifest.calibration or {}).get("floor")
@@ -156,24 +167,54 @@ class Retriever:
             return fusion.weighted(sides, self.settings.dense_weight)
         return fusion.reciprocal_rank(sides, self.settings.rrf_k)
 
-    def score(self, query: str, chunks: list[Chunk], candidates: list[Candidate]) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`."""
-        logits = self.cross.logits(query, [c.passage for c in chunks])
+    def score(
+        self,
+        query: str,
+        chunks: list[Chunk],
+        candidates: list[Candidate],
+        stop: threading.Event | None = None,
+        budget_field: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`. With
+        `budget_field` (requests, not evaluation) the pairs' tokens must fit `max_rerank_tokens`."""
+        encodings = self.cross.encode(query, [c.passage for c in chunks])
+        if budget_field:
+            self.check_budget(encodings, budget_field)
+        logits = self.cross.logits_encoded(encodings, stop)
         cosines = np.array([c.similarity for c in candidates], dtype=np.float32)
         return logits, self.calibration.search(logits, cosines)
+
+    def check_budget(self, encodings: list, field: str) -> None:
+        """Work per request is bounded: the pairs' tokens (each already cut to the reranker's max length)."""
+        tokens = sum(len(e.ids) for e in encodings)
+        limit = self.settings.max_rerank_tokens
+        if tokens > limit:
+            raise TooMuchWork(
+                field,
+                f"{len(encodings)} pairs of {tokens} tokens exceed this deployment's limit of {limit} tokens per "
+                f"request (max_rerank_tokens); lower {field}",
+            )
 
     def order_keys(self, logits: np.ndarray) -> np.ndarray:
         """What the final order sorts by (higher first), for candidates in stage-1 order."""
         return fusion.rank_prior(logits, self.settings.stage1_weight)
 
     def search(
-        self, query: str, recall_k: int, top_k: int, floor: float | None = None, mode: str | None = None
+        self,
+        query: str,
+        recall_k: int,
+        top_k: int,
+        floor: float | None = None,
+        mode: str | None = None,
+        stop: threading.Event | None = None,
     ) -> SearchResponse:
+        """`stop` set (the client went away) ends the work between stages and rerank batches."""
         floor = self.floor if floor is None else floor
         mode = mode or self.default_mode
         clock = _Clock()
         chunks, candidates = self.recall(query, recall_k, mode, clock)
-        logits, scores = self.score(query, chunks, candidates)
+        _check_stop(stop, "after stage 1")
+        logits, scores = self.score(query, chunks, candidates, stop, budget_field="recall_k")
         clock.lap("rerank")
         order = np.argsort(-self.order_keys(logits), kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
@@ -204,6 +245,16 @@ class Retriever:
         if isinstance(self.cross, BatchedCrossEncoder):
             self.cross.close()
 
-    def rerank(self, query: str, documents: list[str]) -> np.ndarray:
-        """Scores for caller-supplied documents (the /rerank endpoint)."""
-        return self.calibration.rerank(self.cross.logits(query, documents))
+    def rerank(self, query: str, documents: list[str], stop: threading.Event | None = None) -> np.ndarray:
+        """Scores for caller-supplied documents (the /rerank endpoint), within the token budget."""
+        encodings = self.cross.encode(query, documents)
+        self.check_budget(encodings, "documents")
+        return self.calibration.rerank(self.cross.logits_encoded(encodings, stop))
+
+    def problems(self) -> dict[str, str]:
+        """Components that failed at request time or fail a cheap read now (empty: healthy)."""
+        try:
+            self.docs.ping()
+        except ArtifactError as error:
+            self.broken[error.path] = error.problem
+        return dict(self.broken)

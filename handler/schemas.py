@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler.settings import MAX_RECALL_K, MAX_TOP_K
 
+# Spaces, controls, zero-width and unassigned code points: a query of only these has nothing to search.
+INVISIBLE = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"}
+
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty or whitespace")
+    if all(unicodedata.category(c) in INVISIBLE for c in value):
+        raise ValueError("must contain a visible character (not only spaces, control or zero-width characters)")
     return value.strip()
 
 
 class SearchRequest(BaseModel):
     # strict: "10" is not an int and true is not a number; extra: a typo like "topk" is an error, not ignored.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     query: str = Field(description="the question or keywords")
     recall_k: int | None = Field(None, ge=1, le=MAX_RECALL_K, description="stage-1 candidates to rerank")
@@ -124,7 +128,8 @@ class ModelInfo(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str
+    status: Literal["ok", "broken"] = Field(description="broken (HTTP 503) when a component fails")
+    problems: dict[str, str] = Field({}, description="broken component (file name) → what failed")
     bi: ModelInfo
     cross: ModelInfo
     index: dict[str, int] = Field(description="chunks and documents in the loaded index")

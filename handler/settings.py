@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
@@ -68,15 +68,36 @@ class Settings(BaseSettings):
     )
     max_batch_tokens: int = Field(16384, ge=256, description="dynamic batching: padded tokens per batch")
     max_wait_ms: float = Field(5.0, ge=0, description="dynamic batching: longest wait for more pairs")
-    max_pending: int = Field(64, ge=1, description="dynamic batching: queued requests before 503 + Retry-After")
+    max_pending: int = Field(
+        16, ge=1, description="requests waiting for the models (batcher queue or admission) before 503 + Retry-After"
+    )
     batch_workers: int = Field(
         1, ge=1, le=8, description="dynamic batching: batches prepared and run at once (2 overlaps host and GPU work)"
     )
     rerank_timeout_s: float = Field(30.0, gt=0, description="dynamic batching: a request's wait for its scores")
+    max_rerank_tokens: int = Field(
+        65536,
+        ge=256,
+        description="tokens one request may rerank (pairs × their tokens, each pair cut to the reranker's max length); "
+        "above it 413. The default fits a 30 s Lambda on an AVX2-only CPU (docs/security.md)",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; larger is 413 before reading")
+    body_timeout_s: float = Field(10.0, gt=0, description="longest time to receive a request body (then 408)")
+    max_concurrent: int = Field(
+        1, ge=1, description="requests running the models at once without batching (more wait, up to max_pending)"
+    )
+    api_key: SecretStr | None = Field(
+        None, description="require `Authorization: Bearer <key>` on /search and /rerank (twostage serve, TEI-style)"
+    )
     max_query_chars: int = Field(2048, ge=1, description="longest query accepted")
     max_documents: int = Field(1000, ge=1, description="most documents accepted by /rerank")
     max_document_chars: int = Field(20000, ge=1, description="longest document accepted by /rerank")
     log_level: str = Field("INFO", description="logging level")
+    verify: Literal["quick", "full"] = Field(
+        "quick",
+        description="artifact checks at init: quick (sizes, model checksums, counts, dims, probes) or full "
+        "(also every index file's sha256, SQLite quick_check, BM25 postings; the SnapStart priming runs full)",
+    )
 
     @field_validator("providers")
     @classmethod

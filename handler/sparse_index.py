@@ -8,6 +8,7 @@ import numpy as np
 
 from handler.manifest import IndexManifest
 from handler.vector_index import IndexMismatchError
+from handler.verify import ArtifactError, check_bm25_arrays
 
 BM25_DIR = "bm25"
 
@@ -29,12 +30,19 @@ def bm25_tokenize(texts: list[str], settings: dict) -> list[list[str]]:
 class BM25Index:
     """Loaded only when the index manifest lists a BM25 artifact; checked against it like the dense side."""
 
-    def __init__(self, index_dir: Path, manifest: IndexManifest):
+    def __init__(self, index_dir: Path, manifest: IndexManifest, full: bool = False):
         import bm25s
 
         self.settings = manifest.bm25 or {}
-        self.bm25 = bm25s.BM25.load(str(index_dir / BM25_DIR), mmap=True, show_progress=False)
-        chunks = int(self.bm25.scores["num_docs"])
+        self.directory = index_dir / BM25_DIR
+        try:
+            self.bm25 = bm25s.BM25.load(str(self.directory), mmap=True, show_progress=False)
+        except (OSError, ValueError, KeyError) as error:  # missing, truncated or unparsable arrays
+            raise ArtifactError(self.directory, f"unreadable BM25 artifact ({error})") from None
+        scores = self.bm25.scores
+        chunks = int(scores["num_docs"])
+        vocab = len(self.bm25.vocab_dict) - ("" in self.bm25.vocab_dict)  # bm25s' "" term has no postings
+        check_bm25_arrays(self.directory, scores["data"], scores["indices"], scores["indptr"], vocab, chunks, full)
         if chunks != manifest.count:
             raise IndexMismatchError(
                 f"BM25 artifact in {index_dir} holds {chunks} chunks but the dense index "
@@ -52,7 +60,10 @@ class BM25Index:
         ids = self.bm25.get_tokens_ids(tokens)
         if not ids:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = self.bm25.get_scores_from_ids(ids)
+        try:
+            scores = self.bm25.get_scores_from_ids(ids)
+        except (IndexError, ValueError) as error:  # postings damaged past the quick checks (TWOSTAGE_VERIFY=full)
+            raise ArtifactError(self.directory, f"corrupt postings ({error!r})") from None
         k = min(k, int((scores > 0).sum()))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]

@@ -8,6 +8,7 @@ import hnswlib
 import numpy as np
 
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
+from handler.verify import check_files, check_index_file
 
 INDEX_NAME = "index.bin"
 
@@ -23,12 +24,19 @@ def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path)
             f"({index.encoder_source}), but the served bi-encoder is sha256 {encoder.sha256} "
             f"({encoder.source}); rebuild it with `twostage index`"
         )
+    if encoder.dims is not None and index.dims != encoder.dims:
+        raise IndexMismatchError(
+            f"index {index_dir} holds {index.dims}-d vectors, the served bi-encoder embeds {encoder.dims}-d"
+        )
 
 
 class VectorIndex:
-    def __init__(self, index_dir: Path, encoder: ModelManifest, threads: int = 1):
+    def __init__(self, index_dir: Path, encoder: ModelManifest, threads: int = 1, checksum: bool = False):
         self.manifest: IndexManifest = read_manifest(index_dir, IndexManifest)
         check_binding(self.manifest, encoder, index_dir)
+        check_files(index_dir, self.manifest.files, checksum)
+        # hnswlib trusts `dim` and reads past its buffer when it is wrong: check the file's own header first.
+        check_index_file(index_dir / INDEX_NAME, self.manifest.count, self.manifest.dims)
         self.index = hnswlib.Index(space=self.manifest.space, dim=self.manifest.dims)
         self.index.load_index(str(index_dir / INDEX_NAME), max_elements=self.manifest.count)
         # hnswlib searches with max(ef, k), so one ef serves every recall_k.

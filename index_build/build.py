@@ -17,6 +17,7 @@ from handler.manifest import IndexManifest, write_manifest
 from handler.onnx_model import Encoder, available_cpus
 from handler.sparse_index import build_bm25
 from handler.vector_index import INDEX_NAME
+from handler.verify import describe_files
 from index_build.corpus import Chunker, read_corpus
 from index_build.settings import IndexSettings
 
@@ -110,6 +111,7 @@ def build_index(settings: IndexSettings) -> IndexManifest:
         documents=docs,
         build_seconds=round(time.perf_counter() - started, 2),
         docs_per_second=round(docs / embed_seconds, 1),
+        files=describe_files(staging),  # checked at every init: sizes always, sha256 with TWOSTAGE_VERIFY=full
     )
     write_manifest(staging, manifest)
     shutil.rmtree(target, ignore_errors=True)

@@ -40,8 +40,8 @@ INT8 = {
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers")
 
 
-class ExportError(RuntimeError):
-    pass
+class ExportError(ValueError):
+    """The export cannot give what was asked (parity gate, unknown head): a message for the user."""
 
 
 def library_versions() -> dict[str, str]:

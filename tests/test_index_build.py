@@ -35,7 +35,7 @@ def test_index_manifest_binds_the_encoder(artifacts):
     bi = read_manifest(artifacts / "models" / "bi", ModelManifest)
     assert index.encoder_sha256 == bi.sha256
     assert index.documents == 220 and index.count > index.documents  # the warranty pages are chunked
-    store = DocStore(artifacts / "index" / DOCSTORE_NAME)
+    store = DocStore(artifacts / "index" / DOCSTORE_NAME, index.count)
     assert store.fetch([0])[0].doc_id == "veltrazine-adult-dose"
 
 

@@ -29,7 +29,7 @@ def _stage1(settings: TrainSettings) -> Retriever:
     index = VectorIndex(index_dir, encoder.manifest)
     bm25 = BM25Index(index_dir, index.manifest) if index.manifest.bm25 else None
     serving = Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, mode=settings.mine_mode)
-    return Retriever(encoder, None, index, DocStore(index_dir / DOCSTORE_NAME), bm25, 0.0, "", serving)
+    return Retriever(encoder, None, index, DocStore(index_dir / DOCSTORE_NAME, len(index)), bm25, 0.0, "", serving)
 
 
 def mine(query: str, skip: set[str], stage1: Retriever, settings: TrainSettings) -> list[str]:

@@ -1,8 +1,10 @@
-"""`twostage` — one CLI; heavy imports (torch, optimum) happen only inside the subcommand that needs them."""
+"""`twostage` — one CLI; build code (torch, optimum, onnx) is imported only inside the subcommand that needs
+it, so the GPU image's `pip install ".[server]"` runs `twostage serve` and `twostage query`."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -11,10 +13,11 @@ import sys
 from handler.onnx_model import ProviderError
 from handler.settings import Settings
 from handler.vector_index import IndexMismatchError
-from model_export.export import ExportError
+from handler.verify import ArtifactError
 from twostage.flags import add_settings_flags, settings_from_args
 
-USER_ERRORS = (FileNotFoundError, ValueError, ExportError, IndexMismatchError, ProviderError)
+# model_export's ExportError is a ValueError: naming it here would import onnx in the server image
+USER_ERRORS = (FileNotFoundError, PermissionError, ValueError, IndexMismatchError, ProviderError, ArtifactError)
 
 
 def cmd_export(parser, args) -> int:
@@ -80,6 +83,15 @@ def cmd_train(parser, args) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 def cmd_serve(parser, args) -> int:
     import uvicorn
 
@@ -87,6 +99,12 @@ def cmd_serve(parser, args) -> int:
     from handler.pipeline import Retriever
 
     settings = settings_from_args(parser, Settings, args)
+    if not is_loopback(args.host) and settings.api_key is None and not args.insecure:
+        parser.error(
+            f"--host {args.host} is reachable from other machines and no API key is set: set TWOSTAGE_API_KEY "
+            "(callers send `Authorization: Bearer <key>`), or pass --insecure (env TWOSTAGE_INSECURE=true) to "
+            "serve without authentication behind your own gateway"
+        )
     app = create_app(Retriever.from_settings(settings), settings)
     uvicorn.run(
         app,
@@ -162,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
     serve.add_argument(
         "--port", type=int, default=int(os.environ.get("TWOSTAGE_PORT", "8000")), help="(env TWOSTAGE_PORT)"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get("TWOSTAGE_INSECURE", "").lower() in ("1", "true", "yes"),
+        help="allow a non-loopback --host without TWOSTAGE_API_KEY (env TWOSTAGE_INSECURE)",
     )
     serve.add_argument(
         "--timeout-graceful-shutdown",

@@ -1,0 +1,15 @@
+"""What the pipeline raises for a request it will not (or no longer needs to) finish; the HTTP layer maps each."""
+
+from __future__ import annotations
+
+
+class TooMuchWork(ValueError):
+    """The request asks for more reranking than one request may (413, naming the field to lower)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+class Cancelled(RuntimeError):
+    """The caller went away (its client disconnected): the work stops between stages and batches."""
