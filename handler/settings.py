@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         "(also every index file's sha256, SQLite quick_check, BM25 postings; the SnapStart priming runs full)",
     )
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_no_key(cls, value):
+        """TWOSTAGE_API_KEY= (empty) means unset, never "the empty string is the key"."""
+        return None if value in ("", None) else value
+
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: str) -> str:

@@ -18,6 +18,8 @@ class IndexMismatchError(RuntimeError):
 
 
 def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path) -> None:
+    if encoder.kind != "bi":
+        raise IndexMismatchError(f"the bi-encoder's manifest.json describes a {encoder.kind} model where a bi belongs")
     if index.encoder_sha256 != encoder.sha256:
         raise IndexMismatchError(
             f"index {index_dir} was built with bi-encoder sha256 {index.encoder_sha256} "

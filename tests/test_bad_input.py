@@ -13,6 +13,9 @@ CASES = [
     ("/search", {"query": 123}, 422, "query"),
     ("/search", {}, 422, "query"),
     ("/search", {"query": LONG}, 422, "query"),
+    ("/search", {"query": "\u200b\u200d\ufeff"}, 422, "query"),  # zero-width only
+    ("/search", {"query": "\x00\x07\x1b\u2028"}, 422, "query"),  # controls and a line separator
+    ("/search", '{"query": "q", "floor": NaN}', 422, "floor"),
     ("/search", {"query": "q", "recall_k": 0}, 422, "recall_k"),
     ("/search", {"query": "q", "recall_k": 100000}, 422, "recall_k"),
     ("/search", {"query": "q", "recall_k": "10"}, 422, "recall_k"),

@@ -104,7 +104,10 @@ def test_health_and_openapi(lambda_handler, artifacts):
     search = spec["paths"]["/search"]["post"]
     request_schema = search["requestBody"]["content"]["application/json"]["schema"]
     assert request_schema == {"$ref": "#/components/schemas/SearchRequest"}
-    assert {"200", "400", "422", "503"} <= set(search["responses"])
+    assert {"200", "400", "408", "413", "415", "422", "503"} <= set(search["responses"])
+    query = spec["components"]["schemas"]["SearchRequest"]["properties"]["query"]
+    assert query["maxLength"] == 2048  # the limit the handler enforces, in the document
+    assert "/" not in body["bi"]["source"]  # no build-host paths
     # Every reference resolves inside the document (a broken $ref breaks client generators).
     refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert refs and refs <= set(spec["components"]["schemas"])
