@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler.settings import MAX_RECALL_K, MAX_TOP_K
 
-# Spaces, controls, zero-width and unassigned code points: a query of only these has nothing to search.
-INVISIBLE = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"}
+# A query needs one character that is not whitespace, a control or a zero-width/format character. One
+# regex for the check and the OpenAPI document's `pattern`, so a client (or a fuzzer) sees the same rule.
+VISIBLE_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
+_VISIBLE = re.compile(VISIBLE_PATTERN)
 
 
 def _not_blank(value: str) -> str:
-    if all(unicodedata.category(c) in INVISIBLE for c in value):
+    if not _VISIBLE.search(value):
         raise ValueError("must contain a visible character (not only spaces, control or zero-width characters)")
     return value.strip()
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer includes 10.0; strict mode still refuses "10", true and 2.5."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+QUERY_SCHEMA = {"pattern": VISIBLE_PATTERN}
 
 
 class SearchRequest(BaseModel):
     # strict: "10" is not an int and true is not a number; extra: a typo like "topk" is an error, not ignored.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    query: str = Field(description="the question or keywords")
+    query: str = Field(description="the question or keywords", json_schema_extra=QUERY_SCHEMA)
     recall_k: int | None = Field(None, ge=1, le=MAX_RECALL_K, description="stage-1 candidates to rerank")
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="results to return, at most recall_k")
     floor: float | None = Field(None, ge=0.0, le=1.0, description="minimum relevance score to keep a result")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(None, description="stage-1 mode (default: deployment's)")
 
     _query = field_validator("query")(_not_blank)
+    _counts = field_validator("recall_k", "top_k", mode="before")(_whole_number)
 
 
 class Hit(BaseModel):
@@ -86,13 +97,14 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    query: str
+    query: str = Field(json_schema_extra=QUERY_SCHEMA)
     documents: list[str | RerankDocument] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
     model: str | None = Field(None, description="accepted for Cohere compatibility; the deployed model answers")
     return_documents: bool = False
 
     _query = field_validator("query")(_not_blank)
+    _top_n = field_validator("top_n", mode="before")(_whole_number)
 
     def texts(self) -> list[str]:
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
