@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
 from handler.api import create_app
 
 pytestmark = pytest.mark.slow
 EXAMPLES = 60  # per operation; derandomized (a fixed seed), so a CI failure replays here
+FUZZ = {"max_examples": EXAMPLES, "derandomize": True, "deadline": None, "suppress_health_check": list(HealthCheck)}
 OPERATIONS = ["POST /search", "POST /rerank", "GET /health"]
 
 
