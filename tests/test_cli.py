@@ -112,4 +112,4 @@ def test_bench_names_a_missing_optional_dependency(monkeypatch, capsys):
     from twostage.cli import main as cli
 
     assert cli(["bench", "rerank-peers", "--threads", "2"]) == 1
-    assert "twostage bench: needs fastembed: pip install" in capsys.readouterr().err
+    assert "twostage bench: needs fastembed: pip install 'twostage[bench]'" in capsys.readouterr().err

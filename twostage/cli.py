@@ -152,12 +152,18 @@ def cmd_query(parser, args) -> int:
     return 0 if response["statusCode"] == 200 else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from evaluation.settings import CalibrateSettings, EvalSettings
-    from index_build.settings import IndexSettings
-    from model_export.settings import ExportSettings
-    from training.settings import TrainSettings
+def installed_settings(module: str, name: str):
+    """A build command's settings class, or None where its package is not installed: the images ship
+    only the serving packages (the GPU image has no evaluation/ or training/, the Lambda tree less)."""
+    import importlib
 
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError:
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twostage", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -169,12 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run, parser=sub)
         return sub
 
-    command("export", "HF model (id or dir) → ONNX int8 with manifest and parity", ExportSettings, cmd_export)
-    command("index", "corpus JSONL → hnswlib index + doc store", IndexSettings, cmd_index)
-    evaluate = command("eval", "BEIR data → stage-1 and two-stage metrics (ranx)", EvalSettings, cmd_eval)
-    evaluate.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
-    command("calibrate", "fit score calibration and pick the floor from data", CalibrateSettings, cmd_calibrate)
-    command("train", "fine-tune a cross-encoder on BEIR-format training data", TrainSettings, cmd_train)
+    build_commands = [
+        ("export", "HF model (id or dir) → ONNX int8 with manifest and parity", "model_export", "ExportSettings"),
+        ("index", "corpus JSONL → hnswlib index + doc store", "index_build", "IndexSettings"),
+        ("eval", "BEIR data → stage-1 and two-stage metrics (ranx)", "evaluation", "EvalSettings"),
+        ("calibrate", "fit score calibration and pick the floor from data", "evaluation", "CalibrateSettings"),
+        ("train", "fine-tune a cross-encoder on BEIR-format training data", "training", "TrainSettings"),
+    ]
+    runs = {"export": cmd_export, "index": cmd_index, "eval": cmd_eval, "calibrate": cmd_calibrate, "train": cmd_train}
+    for name, help_text, package, class_name in build_commands:
+        settings_class = installed_settings(f"{package}.settings", class_name)
+        if settings_class is not None:
+            sub = command(name, help_text, settings_class, runs[name])
+            if name == "eval":
+                sub.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
 
     serve = command("serve", "serve the HTTP API with uvicorn", Settings, cmd_serve)
     serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
@@ -220,11 +234,17 @@ def cmd_bench(parser, args) -> int:
     import importlib
 
     sys.argv = [f"twostage bench {args.name}", *args.args]  # the benchmark parses its own flags
-    try:
-        importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}").main()
-    except ModuleNotFoundError as error:  # peers and torch are optional extras
-        raise ValueError(f"needs {error.name}: pip install -e '.[build,bench]'") from error
+    importlib.import_module(f"benchmarks.{args.name.replace('-', '_')}").main()
     return 0
+
+
+# Optional extras by the top-level module a command may miss (the images install only what serves).
+EXTRA_OF = {"fastembed": "bench", "flashrank": "bench", "uvicorn": "server"}
+
+
+def missing_module_message(error: ModuleNotFoundError) -> str:
+    name = (error.name or "").split(".")[0]
+    return f"needs {name}: pip install 'twostage[{EXTRA_OF.get(name, 'build')}]' (or -e '.[build,bench]' here)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args.parser, args)
     except USER_ERRORS as error:  # bad paths, data or artifacts: a message, not a traceback
         print(f"twostage {args.command}: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:  # an optional extra this environment lacks
+        print(f"twostage {args.command}: {missing_module_message(error)}", file=sys.stderr)
         return 1
 
 
