@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from handler.events import http_api_event
+from handler.settings import Settings
 
 log = logging.getLogger(__name__)
 PRIMING_QUERY = "what does the evidence say about this"  # with the deployment's defaults (recall_k, mode)
@@ -35,6 +36,17 @@ def prime(handler: Callable[[dict, object], dict]) -> None:
     if response.get("statusCode") != 200:
         raise RuntimeError(f"priming /search answered {response.get('statusCode')}: {response.get('body')}")
     log.info("primed: /search answered in %.0f ms before the first request", elapsed_ms)
+
+
+def init_runs_ahead() -> bool:
+    """SnapStart and provisioned concurrency run the init before any caller waits."""
+    return os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand") in ("snap-start", "provisioned-concurrency")
+
+
+def settings_for_init(settings: Settings) -> Settings:
+    """Full artifact checks (every file's sha256, SQLite quick_check, BM25 postings) where the init runs
+    ahead of callers: what they cost is paid once per version (SnapStart) or environment, not by a request."""
+    return settings.model_copy(update={"verify": "full"}) if init_runs_ahead() else settings
 
 
 def _restored() -> None:

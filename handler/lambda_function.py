@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 
+from handler.ahead_of_time import prepare, settings_for_init
 from handler.loading import start_loading
 from handler.settings import Settings
 
-settings = Settings()
+settings = settings_for_init(Settings())
 logging.basicConfig()  # a stderr handler outside Lambda; Lambda's runtime has installed its own
 logging.getLogger().setLevel(settings.log_level.upper())  # basicConfig's level= is lost when it does nothing
 models = start_loading(settings)
 
 from mangum import Mangum  # noqa: E402  (imported while the models build)
 
-from handler.ahead_of_time import prepare  # noqa: E402
 from handler.api import create_app  # noqa: E402
 from handler.pipeline import Retriever  # noqa: E402
 

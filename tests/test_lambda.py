@@ -130,3 +130,14 @@ def test_search_modes_say_which_side_found_each_candidate(lambda_handler, mode, 
     assert "thermoline-x2-e240" in [hit["id"] for hit in body["results"]]
     for hit in body["results"]:
         assert -1.0 <= hit["stage1_similarity"] <= 1.0  # filled in for BM25-only finds too (calibration uses it)
+
+
+@pytest.mark.parametrize(
+    "init_type, verify", [("snap-start", "full"), ("provisioned-concurrency", "full"), ("on-demand", "quick")]
+)
+def test_inits_ahead_of_callers_verify_every_artifact_in_full(monkeypatch, init_type, verify):
+    from handler.ahead_of_time import settings_for_init
+    from handler.settings import Settings
+
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", init_type)
+    assert settings_for_init(Settings()).verify == verify
