@@ -29,6 +29,16 @@ KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+def run_async(coroutine):
+    """Run on a private loop: asyncio.run() would leave the main thread without the current loop that
+    Mangum (the Lambda tests, later in the session) asks for."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,7 +246,7 @@ def test_a_disconnect_sets_the_stop_event():
                 await asyncio.sleep(0.01)
         return False
 
-    assert asyncio.run(scenario())
+    assert run_async(scenario())
 
 
 def test_admission_runs_one_lets_some_wait_and_refuses_the_rest():
@@ -261,7 +271,7 @@ def test_admission_runs_one_lets_some_wait_and_refuses_the_rest():
         await asyncio.gather(first, second)
         return order
 
-    assert asyncio.run(scenario()) == ["first", "second"]
+    assert run_async(scenario()) == ["first", "second"]
 
 
 def test_settings_reject_a_nonsense_budget():
