@@ -25,9 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from handler.admission import Admission, stop_on_disconnect
 from handler.auth import BearerAuth
 from handler.batching import Overloaded
-from handler.errors import Cancelled, TooMuchWork
+from handler.errors import Cancelled, InvalidRequest, TooMuchWork
 from handler.openapi import DOCS_HTML, Limits, openapi_document
 from handler.pipeline import Retriever
+from handler.results import Reranked
 from handler.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -36,6 +37,7 @@ from handler.schemas import (
     RerankResponse,
     RerankResult,
     SearchRequest,
+    SearchResponse,
 )
 from handler.settings import Settings
 from handler.verify import ArtifactError
@@ -133,6 +135,10 @@ async def _on_timeout(request: Request, exc: TimeoutError) -> JSONResponse:
     return _error(504, "timeout", [{"field": "server", "message": str(exc)}])
 
 
+async def _on_invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+    return _error(422, "invalid_request", [{"field": exc.field, "message": exc.message}])
+
+
 async def _on_too_much_work(request: Request, exc: TooMuchWork) -> JSONResponse:
     return _error(413, "too_much_work", [{"field": exc.field, "message": exc.message}])
 
@@ -146,6 +152,7 @@ EXCEPTION_HANDLERS = {
     HTTPException: _on_http_error,
     Overloaded: _on_overload,
     TimeoutError: _on_timeout,
+    InvalidRequest: _on_invalid,
     TooMuchWork: _on_too_much_work,
     Cancelled: _on_cancelled,
 }
@@ -176,14 +183,6 @@ class CrashBarrier:
             await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, send)
 
 
-def _resolve_k(body: SearchRequest, settings: Settings) -> tuple[int, int]:
-    recall_k = body.recall_k or settings.recall_k
-    top_k = body.top_k or min(settings.top_k, recall_k)
-    if top_k > recall_k:
-        raise FieldError("top_k", f"must not exceed recall_k ({recall_k})")
-    return recall_k, top_k
-
-
 def _check_query(query: str, settings: Settings, field: str = "query") -> None:
     if len(query) > settings.max_query_chars:
         raise FieldError(field, f"longer than {settings.max_query_chars} characters")
@@ -197,15 +196,14 @@ def _check_documents(texts: list[str], settings: Settings) -> None:
         raise FieldError(f"documents.{too_long}", f"longer than {settings.max_document_chars} characters")
 
 
-def _rerank_response(body: RerankRequest, texts: list[str], scores) -> RerankResponse:
-    order = sorted(range(len(texts)), key=lambda i: -scores[i])[: body.top_n or len(texts)]
+def _rerank_response(body: RerankRequest, ranked: list[Reranked]) -> RerankResponse:
     results = [
         RerankResult(
-            index=i,
-            relevance_score=float(scores[i]),
-            document={"text": texts[i]} if body.return_documents else None,
+            index=r.index,
+            relevance_score=r.score,
+            document={"text": r.text} if body.return_documents else None,
         )
-        for i in order
+        for r in ranked
     ]
     meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
     return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
@@ -257,19 +255,19 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
     async def search(request: Request) -> Response:
         body = await parse_body(request, SearchRequest, settings)
         _check_query(body.query, settings)
-        recall_k, top_k = _resolve_k(body, settings)
-        if body.mode and body.mode not in retriever.modes:
-            raise FieldError("mode", f"{body.mode!r} needs a BM25 artifact this index lacks; available: dense")
-        found = await run_models(request, retriever.search, body.query, recall_k, top_k, body.floor, body.mode)
-        return json_response(found)
+        retriever.resolve(body.query, body.recall_k, body.top_k, body.mode)  # a bad value is a 422 before queueing
+        answer = await run_models(
+            request, retriever.search, body.query, body.recall_k, body.top_k, body.floor, body.mode
+        )
+        return json_response(SearchResponse.model_validate(answer, from_attributes=True))
 
     async def rerank(request: Request) -> Response:
         body = await parse_body(request, RerankRequest, settings)
         _check_query(body.query, settings)
         texts = body.texts()
         _check_documents(texts, settings)
-        scores = await run_models(request, retriever.rerank, body.query, texts)
-        return json_response(_rerank_response(body, texts, scores), exclude_none=True)
+        ranked = await run_models(request, retriever.rerank, body.query, texts, body.top_n)
+        return json_response(_rerank_response(body, ranked), exclude_none=True)
 
     async def health(request: Request) -> Response:
         problems = await run_in_threadpool(retriever.problems)
@@ -306,3 +304,10 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         middleware.append(Middleware(BearerAuth, key=settings.api_key.get_secret_value()))
     handlers = EXCEPTION_HANDLERS | {ArtifactError: on_broken_artifact}
     return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware, lifespan=lifespan)
+
+
+def lambda_handler(retriever: Retriever, settings: Settings):
+    """The app behind Mangum, as Lambda calls it (API Gateway REST/HTTP API and Function URL events)."""
+    from mangum import Mangum
+
+    return Mangum(create_app(retriever, settings), lifespan="off")

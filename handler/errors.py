@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+class InvalidRequest(ValueError):
+    """A value the pipeline cannot serve (422 over HTTP), naming the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class TooMuchWork(ValueError):
     """The request asks for more reranking than one request may (413, naming the field to lower)."""
 

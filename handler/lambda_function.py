@@ -20,12 +20,9 @@ logging.basicConfig()  # a stderr handler outside Lambda; Lambda's runtime has i
 logging.getLogger().setLevel(settings.log_level.upper())  # basicConfig's level= is lost when it does nothing
 models = start_loading(settings)
 
-from mangum import Mangum  # noqa: E402  (imported while the models build)
-
-from handler.api import create_app  # noqa: E402
+from handler.api import lambda_handler  # noqa: E402  (imported while the models build)
 from handler.pipeline import Retriever  # noqa: E402
 
 retriever = Retriever.from_settings(settings, models)
-app = create_app(retriever, settings)
-handler = Mangum(app, lifespan="off")
+handler = lambda_handler(retriever, settings)
 prepare(handler)

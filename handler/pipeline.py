@@ -13,15 +13,15 @@ from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
-from handler.errors import Cancelled, TooMuchWork
+from handler.errors import Cancelled, InvalidRequest, TooMuchWork
 from handler.fusion import Candidate
 from handler.loading import PendingModels, start_loading
 from handler.manifest import ModelManifest, read_manifest
 from handler.onnx_model import Encoder
-from handler.schemas import Hit, SearchResponse, Timings
+from handler.results import Reranked, Result, SearchAnswer
 from handler.settings import Settings
 from handler.sparse_index import BM25Index
-from handler.types import CrossScorer
+from handler.types import CrossScorer, has_visible_text
 from handler.vector_index import VectorIndex
 from handler.verify import ArtifactError
 
@@ -40,12 +40,12 @@ class _Clock:
         self.laps[f"{name}_ms"] = round((now - self.last) * 1000, 2)
         self.last = now
 
-    def timings(self) -> Timings:
-        return Timings(**self.laps, total_ms=round((time.perf_counter() - self.start) * 1000, 2))
+    def timings(self) -> dict[str, float]:
+        return self.laps | {"total_ms": round((time.perf_counter() - self.start) * 1000, 2)}
 
 
-def _hit(chunk: Chunk, candidate: Candidate, score: float, logit: float, stage1_index: int) -> Hit:
-    return Hit(
+def _result(chunk: Chunk, candidate: Candidate, score: float, logit: float, stage1_index: int) -> Result:
+    return Result(
         id=chunk.doc_id,
         chunk=chunk.chunk,
         title=chunk.title,
@@ -199,36 +199,51 @@ class Retriever:
         """What the final order sorts by (higher first), for candidates in stage-1 order."""
         return fusion.rank_prior(logits, self.settings.stage1_weight)
 
+    def resolve(self, query: str, recall_k: int | None, top_k: int | None, mode: str | None) -> tuple[int, int, str]:
+        """The request's values with the deployment's defaults filled in; InvalidRequest names a bad one."""
+        if not has_visible_text(query):
+            raise InvalidRequest("query", "must contain a visible character")
+        recall_k = recall_k or self.settings.recall_k
+        top_k = top_k or min(self.settings.top_k, recall_k)
+        if top_k > recall_k:
+            raise InvalidRequest("top_k", f"must not exceed recall_k ({recall_k})")
+        mode = mode or self.default_mode
+        if mode not in self.modes:
+            raise InvalidRequest("mode", f"{mode!r} needs a BM25 artifact this index lacks; available: dense")
+        return recall_k, top_k, mode
+
     def search(
         self,
         query: str,
-        recall_k: int,
-        top_k: int,
+        recall_k: int | None = None,
+        top_k: int | None = None,
         floor: float | None = None,
         mode: str | None = None,
         stop: threading.Event | None = None,
-    ) -> SearchResponse:
-        """`stop` set (the client went away) ends the work between stages and rerank batches."""
+    ) -> SearchAnswer:
+        """Stage 1, rerank, floor. Unset values take the deployment's defaults; `stop` set (the client
+        went away) ends the work between stages and rerank batches."""
+        recall_k, top_k, mode = self.resolve(query, recall_k, top_k, mode)
         floor = self.floor if floor is None else floor
-        mode = mode or self.default_mode
         clock = _Clock()
+        _check_stop(stop, "before stage 1")
         chunks, candidates = self.recall(query, recall_k, mode, clock)
         _check_stop(stop, "after stage 1")
         logits, scores = self.score(query, chunks, candidates, stop, budget_field="recall_k")
         clock.lap("rerank")
         order = np.argsort(-self.order_keys(logits), kind="stable")
         kept = [i for i in order if scores[i] >= floor][:top_k]
-        hits = [_hit(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
+        results = [_result(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
         clock.lap("floor")
         best = float(scores.max()) if len(scores) else None
         reason = None
-        if not hits:
+        if not results:
             reason = f"no evidence: no candidate reached the floor {floor:.3f}"
             reason += f" (best score {best:.3f})" if best is not None else ""
-        return SearchResponse(
+        return SearchAnswer(
             query=query,
-            results=hits,
-            refused=not hits,
+            results=results,
+            refused=not results,
             reason=reason,
             floor=floor,
             best_score=best,
@@ -245,11 +260,18 @@ class Retriever:
         if isinstance(self.cross, BatchedCrossEncoder):
             self.cross.close()
 
-    def rerank(self, query: str, documents: list[str], stop: threading.Event | None = None) -> np.ndarray:
-        """Scores for caller-supplied documents (the /rerank endpoint), within the token budget."""
+    def rerank(
+        self, query: str, documents: list[str], top_n: int | None = None, stop: threading.Event | None = None
+    ) -> list[Reranked]:
+        """Caller-supplied documents (the /rerank endpoint), best first, within the token budget; the
+        score is the logit Platt-scaled (these documents have no stage-1 cosine)."""
+        if not has_visible_text(query):
+            raise InvalidRequest("query", "must contain a visible character")
         encodings = self.cross.encode(query, documents)
         self.check_budget(encodings, "documents")
-        return self.calibration.rerank(self.cross.logits_encoded(encodings, stop))
+        scores = self.calibration.rerank(self.cross.logits_encoded(encodings, stop))
+        order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
+        return [Reranked(int(i), float(scores[i]), documents[i]) for i in order]
 
     def problems(self) -> dict[str, str]:
         """Components that failed at request time or fail a cheap read now (empty: healthy)."""

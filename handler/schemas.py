@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler.settings import MAX_RECALL_K, MAX_TOP_K
-
-# A query needs one character that is not whitespace, a control or a zero-width/format character. One
-# regex for the check and the OpenAPI document's `pattern`, so a client (or a fuzzer) sees the same rule.
-VISIBLE_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
-_VISIBLE = re.compile(VISIBLE_PATTERN)
+from handler.types import VISIBLE_PATTERN, has_visible_text
 
 
 def _not_blank(value: str) -> str:
-    if not _VISIBLE.search(value):
+    if not has_visible_text(value):
         raise ValueError("must contain a visible character (not only spaces, control or zero-width characters)")
     return value.strip()
 
@@ -44,6 +39,7 @@ class SearchRequest(BaseModel):
 
 
 class Hit(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # from handler.results.Result
     id: str = Field(description="parent document id")
     chunk: int = Field(description="chunk number within the document (0 when unchunked)")
     title: str

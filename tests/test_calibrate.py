@@ -60,8 +60,9 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
     assert scores == pytest.approx(expected, rel=1e-5)
     # /rerank has no stage 1: the logit alone, Platt-scaled.
     platt = result["platt"]
-    reranked = retriever.rerank("dose for children", [c.passage for c in chunks])
-    assert reranked == pytest.approx(1 / (1 + np.exp(-(platt["a"] * logits + platt["b"]))), rel=1e-5)
+    reranked = sorted(retriever.rerank("dose for children", [c.passage for c in chunks]), key=lambda r: r.index)
+    expected = 1 / (1 + np.exp(-(platt["a"] * logits + platt["b"])))
+    assert [r.score for r in reranked] == pytest.approx(expected, rel=1e-5)
 
 
 def test_calibration_from_score_traces_refuses_the_target_share(own_artifacts, tmp_path):

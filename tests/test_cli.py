@@ -113,3 +113,70 @@ def test_bench_names_a_missing_optional_dependency(monkeypatch, capsys):
 
     assert cli(["bench", "rerank-peers", "--threads", "2"]) == 1
     assert "twostage bench: needs fastembed: pip install 'twostage[bench]'" in capsys.readouterr().err
+
+
+def query_flags(artifacts) -> dict[str, tuple[str, object]]:
+    """One non-default value for every serving setting `twostage query` accepts: flag value, expected."""
+    return {
+        "artifacts_dir": (str(artifacts), artifacts),
+        "index_path": (str(artifacts / "index"), artifacts / "index"),
+        "recall_k": ("7", 7),
+        "mode": ("bm25", "bm25"),
+        "fusion": ("weighted", "weighted"),
+        "rrf_k": ("30", 30),
+        "dense_weight": ("0.3", 0.3),
+        "hybrid_depth": ("50", 50),
+        "stage1_weight": ("2", 2.0),
+        "top_k": ("3", 3),
+        "floor": ("0.001", 0.001),
+        "threads": ("1", 1),
+        "rerank_batch_size": ("4", 4),
+        "rerank_max_length": ("64", 64),
+        "providers": ("cpu", "cpu"),
+        "require_gpu": (False, False),
+        "batching": (True, True),
+        "max_batch_tokens": ("4096", 4096),
+        "max_wait_ms": ("1", 1.0),
+        "max_pending": ("5", 5),
+        "batch_workers": ("2", 2),
+        "rerank_timeout_s": ("20", 20.0),
+        "max_rerank_tokens": ("100000", 100000),
+        "max_body_bytes": ("2000000", 2000000),
+        "body_timeout_s": ("5", 5.0),
+        "max_concurrent": ("2", 2),
+        "max_query_chars": ("500", 500),
+        "max_documents": ("10", 10),
+        "max_document_chars": ("900", 900),
+        "log_level": ("DEBUG", "DEBUG"),
+        "verify": ("full", "full"),
+    }
+
+
+def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
+    """Each flag reaches the settings the retriever is built from (no environment round trip), and the
+    answer shows the ones a response carries."""
+    import json as json_module
+
+    from handler.pipeline import Retriever
+    from twostage.cli import main
+
+    flags = query_flags(artifacts)
+    assert set(flags) == set(Settings.model_fields) - {"api_key"}  # a new setting needs a row here
+    argv = ["query", "What does error E240 mean?", "--json"]
+    for name, (value, _) in flags.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, value]
+    built = []
+    real = Retriever.from_settings.__func__
+    monkeypatch.setattr(
+        Retriever, "from_settings", classmethod(lambda cls, s, m=None: built.append(s) or real(cls, s, m))
+    )
+    monkeypatch.setenv("TWOSTAGE_MODE", "dense")  # flags win over the environment
+    assert main(argv) == 0
+    (settings,) = built
+    for name, (_, expected) in flags.items():
+        assert getattr(settings, name) == expected, name
+    answer = json_module.loads(capsys.readouterr().out)
+    assert (answer["mode"], answer["recall_k"], answer["top_k"], answer["stage1_weight"]) == ("bm25", 7, 3, 2.0)
+    assert answer["floor"] == 0.001 and answer["candidates"] <= 7 and len(answer["results"]) <= 3
+    assert all(r["found_by"] == ["bm25"] for r in answer["results"])

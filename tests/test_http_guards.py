@@ -222,7 +222,7 @@ def test_the_work_budget_is_a_413_naming_the_field(retriever, settings):
 def test_a_stopped_request_does_no_more_work(retriever):
     stop = threading.Event()
     stop.set()
-    with pytest.raises(Cancelled, match="after stage 1"):
+    with pytest.raises(Cancelled, match="before stage 1"):
         retriever.search("E240 error", 50, 5, stop=stop)
     with pytest.raises(Cancelled, match="rerank batches"):
         retriever.rerank("q", ["a", "b"], stop=stop)

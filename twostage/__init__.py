@@ -1,1 +1,9 @@
-"""The `twostage` command line: export, index, serve, query."""
+"""twostage: two-stage retrieval (bi-encoder recall, cross-encoder rerank, relevance floor).
+
+`from twostage import TwoStage` is the Python API (twostage/library.py); `twostage` on the command line
+is twostage/cli.py.
+"""
+
+from twostage.library import Reranked, Result, SearchAnswer, TwoStage
+
+__all__ = ["Reranked", "Result", "SearchAnswer", "TwoStage"]

@@ -134,16 +134,20 @@ def _print_answer(answer: dict) -> None:
 
 
 def cmd_query(parser, args) -> int:
-    """Answer one query through the Lambda entry point, with the event API Gateway would send."""
-    settings = settings_from_args(parser, Settings, args)
-    os.environ["ARTIFACTS_DIR"] = str(settings.artifacts_dir)
-    for name in ("recall_k", "top_k", "floor", "threads"):
-        if getattr(args, name) is not None:
-            os.environ[f"TWOSTAGE_{name.upper()}"] = str(getattr(settings, name))
+    """Answer one query through the Lambda app (Mangum, Starlette, the pipeline) built from this command's
+    settings (flags, then TWOSTAGE_* env vars), with the event API Gateway would send."""
+    from handler.api import lambda_handler
     from handler.events import http_api_event
-    from handler.lambda_function import handler
+    from handler.pipeline import Retriever
 
-    response = handler(http_api_event("POST", "/search", {"query": args.text}), None)
+    # in process: a TWOSTAGE_API_KEY in the environment is for the server, not for this call
+    settings = settings_from_args(parser, Settings, args).model_copy(update={"api_key": None})
+    logging.getLogger().setLevel(settings.log_level.upper())
+    retriever = Retriever.from_settings(settings)
+    try:
+        response = lambda_handler(retriever, settings)(http_api_event("POST", "/search", {"query": args.text}), None)
+    finally:
+        retriever.close()
     body = json.loads(response["body"])
     if args.json or response["statusCode"] != 200:
         print(json.dumps(body, indent=2))
@@ -168,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help_text: str, settings, run) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, settings, run, exclude: tuple = ()) -> argparse.ArgumentParser:
         """A subcommand whose flags mirror a settings class (every field, env var as default)."""
         sub = commands.add_parser(name, help=help_text)
-        add_settings_flags(sub, settings)
+        add_settings_flags(sub, settings, exclude)
         sub.set_defaults(run=run, parser=sub)
         return sub
 
@@ -208,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get to finish on SIGTERM (env TWOSTAGE_GRACEFUL_SHUTDOWN_S)",
     )
 
-    query = command("query", "answer one query through the Lambda handler", Settings, cmd_query)
+    # in process, so no API key to present
+    query = command("query", "answer one query through the Lambda handler", Settings, cmd_query, ("api_key",))
     query.add_argument("text", help="the query")
     query.add_argument("--json", action="store_true", help="print the raw response body")
 

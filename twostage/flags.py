@@ -8,8 +8,10 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]) -> None:
+def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings], exclude=()) -> None:
     for name, field in settings_cls.model_fields.items():
+        if name in exclude:
+            continue
         env = f"TWOSTAGE_{name.upper()}"
         help_text = f"{field.description or ''} (env {env}; default {field.default})"
         flag = "--" + name.replace("_", "-")
