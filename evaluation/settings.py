@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from handler.settings import MAX_STAGE1_WEIGHT, SETTINGS_CONFIG, artifacts_dir_field, rerank_max_length_field
+from handler.settings import MAX_STAGE1_WEIGHT, artifacts_dir_field, command_config, rerank_max_length_field
 
 
 class EvalSettings(BaseSettings):
-    model_config = SETTINGS_CONFIG
+    model_config = command_config("eval")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory")
     split: str = Field("test", description="qrels split")
@@ -45,7 +45,7 @@ class EvalSettings(BaseSettings):
 
 
 class CalibrateSettings(BaseSettings):
-    model_config = SETTINGS_CONFIG
+    model_config = command_config("calibrate")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with labelled queries")
     split: str = Field("train", description="split to fit on (its dev queries when the reranker recorded them)")

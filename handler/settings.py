@@ -9,6 +9,14 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
+
+
+def command_config(command: str) -> SettingsConfigDict:
+    """A build command's settings read TWOSTAGE_<COMMAND>_*: the same name means one thing everywhere
+    (eval's mode is not serve's). Serving keeps TWOSTAGE_*; ARTIFACTS_DIR is shared by all."""
+    return SettingsConfigDict(SETTINGS_CONFIG, env_prefix=f"TWOSTAGE_{command.upper()}_")
+
+
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
 MAX_STAGE1_WEIGHT = 20.0  # 20·ln 2 ≈ 14 logits between neighbours: stage 1 wins outright well before

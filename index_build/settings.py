@@ -7,13 +7,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
+from handler.settings import artifacts_dir_field, command_config
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_data" / "corpus.jsonl"
 
 
 class IndexSettings(BaseSettings):
-    model_config = SETTINGS_CONFIG
+    model_config = command_config("index")
 
     corpus: Path = Field(SAMPLE_CORPUS, description="corpus JSONL: id (or _id), text, optional title, metadata")
     artifacts_dir: Path = artifacts_dir_field("reads models/bi, writes index/")

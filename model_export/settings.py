@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from handler.settings import SETTINGS_CONFIG
+from handler.settings import command_config
 
 
 class ExportSettings(BaseSettings):
-    model_config = SETTINGS_CONFIG
+    model_config = command_config("export")
 
     bi_model: str | None = Field(
         None, description="bi-encoder: HF id or directory (default: packaged all-MiniLM-L6-v2)"

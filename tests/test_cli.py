@@ -180,3 +180,30 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
     assert (answer["mode"], answer["recall_k"], answer["top_k"], answer["stage1_weight"]) == ("bm25", 7, 3, 2.0)
     assert answer["floor"] == 0.001 and answer["candidates"] <= 7 and len(answer["results"]) <= 3
     assert all(r["found_by"] == ["bm25"] for r in answer["results"])
+
+
+def test_each_environment_variable_means_one_thing():
+    """No variable is read by two commands with different meanings (eval's mode was serve's TWOSTAGE_MODE)."""
+    from evaluation.settings import CalibrateSettings, EvalSettings
+    from index_build.settings import IndexSettings
+    from model_export.settings import ExportSettings
+    from training.settings import TrainSettings
+    from twostage.flags import env_names
+
+    readers: dict[str, set] = {}
+    for cls in (Settings, ExportSettings, IndexSettings, EvalSettings, CalibrateSettings, TrainSettings):
+        for name in cls.model_fields:
+            for env in env_names(cls, name):
+                readers.setdefault(env, set()).add(cls.__name__)
+    shared = {env for env, classes in readers.items() if len(classes) > 1}
+    assert shared == {"ARTIFACTS_DIR", "TWOSTAGE_ARTIFACTS_DIR"}
+    assert "TWOSTAGE_EVAL_MODE" in readers and "TWOSTAGE_MODE" in readers
+
+
+def test_a_serving_variable_does_not_change_eval(monkeypatch):
+    from evaluation.settings import EvalSettings
+
+    monkeypatch.setenv("TWOSTAGE_MODE", "hybrid")
+    monkeypatch.setenv("TWOSTAGE_EVAL_SPLIT", "train")
+    evaluation = EvalSettings()
+    assert (evaluation.mode, evaluation.split) == ("dense", "train")

@@ -18,8 +18,9 @@ heavy = [m for m in ("torch", "transformers", "starlette", "mangum", "uvicorn", 
 with TwoStage.load(sys.argv[1], top_k=4) as ts:
     answer = ts.search("What does error E240 mean?")
     ranked = ts.rerank("error E240", ["the heat pump shows E240 when the sensor fails", "a recipe"], top_n=1)
-print(json.dumps({"heavy": heavy, "typed": isinstance(answer, SearchAnswer) and all(isinstance(r, Result) for r in answer.results)
-                  and isinstance(ranked[0], Reranked), "n": len(answer.results), "top_k": answer.top_k,
+typed = isinstance(answer, SearchAnswer) and all(isinstance(r, Result) for r in answer.results)
+typed = typed and isinstance(ranked[0], Reranked)
+print(json.dumps({"heavy": heavy, "typed": typed, "n": len(answer.results), "top_k": answer.top_k,
                   "scores": [r.score for r in answer.results], "floor": answer.floor, "ranked": len(ranked)}))
 """
 

@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from handler.settings import SETTINGS_CONFIG, artifacts_dir_field
+from handler.settings import artifacts_dir_field, command_config
 
 
 class TrainSettings(BaseSettings):
-    model_config = SETTINGS_CONFIG
+    model_config = command_config("train")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with the training split")
     train_split: str = Field("train", description="qrels split to train on (never the test split)")

@@ -12,7 +12,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseS
     for name, field in settings_cls.model_fields.items():
         if name in exclude:
             continue
-        env = f"TWOSTAGE_{name.upper()}"
+        env = " or ".join(env_names(settings_cls, name))
         help_text = f"{field.description or ''} (env {env}; default {field.default})"
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
@@ -29,3 +29,12 @@ def settings_from_args(parser: argparse.ArgumentParser, settings_cls: type[BaseS
     except ValidationError as error:
         problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
         parser.error(problems)
+
+
+def env_names(settings_cls: type[BaseSettings], name: str) -> list[str]:
+    """The environment variables a setting reads: its aliases (ARTIFACTS_DIR), else prefix + NAME."""
+    field = settings_cls.model_fields[name]
+    aliases = getattr(field.validation_alias, "choices", None)
+    if aliases:
+        return [a for a in aliases if isinstance(a, str) and a.isupper()]
+    return [f"{settings_cls.model_config.get('env_prefix', '')}{name.upper()}"]
