@@ -6,6 +6,7 @@ Starlette plus pydantic bodies: FastAPI would add ≈ 0.2 s to every cold start 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from contextlib import asynccontextmanager, nullcontext
@@ -38,6 +39,8 @@ from handler.schemas import (
     RerankResult,
     SearchRequest,
     SearchResponse,
+    TEIRerankRequest,
+    TEIRerankResult,
 )
 from handler.settings import Settings
 from handler.verify import ArtifactError
@@ -99,11 +102,19 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     return bytes(body)
 
 
-async def parse_body(request: Request, model: type[Body], settings: Settings) -> Body:
+async def read_json(request: Request, settings: Settings) -> bytes:
     _check_content_type(request)
     raw = (await read_body(request, settings)).removeprefix(UTF8_BOM)  # RFC 8259 lets a parser ignore it
     if not raw.strip():
         raise FieldError("body", "a JSON body is required")
+    return raw
+
+
+async def parse_body(request: Request, model: type[Body], settings: Settings) -> Body:
+    return validate(await read_json(request, settings), model)
+
+
+def validate(raw: bytes, model: type[Body]) -> Body:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -209,6 +220,25 @@ def _rerank_response(body: RerankRequest, ranked: list[Reranked]) -> RerankRespo
     return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
 
+def _is_tei(raw: bytes) -> bool:
+    """TEI's body names its passages `texts`; Cohere's `documents`."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "texts" in body and "documents" not in body
+
+
+def _tei_response(body: TEIRerankRequest, ranked: list[Reranked]) -> Response:
+    results = [
+        TEIRerankResult(
+            index=r.index, score=r.logit if body.raw_scores else r.score, text=r.text if body.return_text else None
+        ).model_dump(exclude_none=True)
+        for r in ranked
+    ]
+    return JSONResponse(results)
+
+
 def _public_source(source: str) -> str:
     """An HF id as is; a local path by its last part (/health must not show the build host's paths)."""
     return PurePath(source).name if source.startswith(("/", ".", "~")) or "\\" in source else source
@@ -246,11 +276,11 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
     # CPU: one request runs the models at a time, a few wait; the GPU batcher keeps its own queue.
     admission = None if settings.batching else Admission(settings.max_concurrent, settings.max_pending)
 
-    async def run_models(request: Request, work, *args):
+    async def run_models(request: Request, work, *args, **kwargs):
         """Model calls block: they run in the thread pool (where concurrent requests meet in the batcher),
         admitted by the gate, and stop between stages once the client has gone."""
         async with stop_on_disconnect(request) as stop, admission.slot() if admission else nullcontext():
-            return await run_in_threadpool(work, *args, stop)
+            return await run_in_threadpool(work, *args, **kwargs, stop=stop)
 
     async def search(request: Request) -> Response:
         body = await parse_body(request, SearchRequest, settings)
@@ -262,11 +292,19 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         return json_response(SearchResponse.model_validate(answer, from_attributes=True))
 
     async def rerank(request: Request) -> Response:
-        body = await parse_body(request, RerankRequest, settings)
+        """Cohere v2's body (`documents`) at /rerank and /v2/rerank; TEI's (`texts`) at /rerank."""
+        raw = await read_json(request, settings)
+        model = TEIRerankRequest if request.url.path == "/rerank" and _is_tei(raw) else RerankRequest
+        body = validate(raw, model)
         _check_query(body.query, settings)
-        texts = body.texts()
+        texts = body.texts if model is TEIRerankRequest else body.texts()
         _check_documents(texts, settings)
-        ranked = await run_models(request, retriever.rerank, body.query, texts, body.top_n)
+        if model is TEIRerankRequest:
+            ranked = await run_models(request, retriever.rerank, body.query, texts, None)
+            return _tei_response(body, ranked)
+        ranked = await run_models(
+            request, retriever.rerank, body.query, texts, body.top_n, max_tokens_per_doc=body.max_tokens_per_doc
+        )
         return json_response(_rerank_response(body, ranked), exclude_none=True)
 
     async def health(request: Request) -> Response:
@@ -295,6 +333,7 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
     routes = [
         Route("/search", search, methods=["POST"]),
         Route("/rerank", rerank, methods=["POST"]),
+        Route("/v2/rerank", rerank, methods=["POST"]),  # the path Cohere's SDK (ClientV2) posts to
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),

@@ -176,7 +176,7 @@ class BatchedCrossEncoder:
         self, cross, max_batch_tokens: int, max_wait_ms: float, max_pending: int, timeout_s: float, workers: int = 1
     ):
         self.cross, self.timeout_s = cross, timeout_s
-        self.manifest, self.max_length = cross.manifest, cross.max_length
+        self.manifest, self.max_length, self.tokenizer = cross.manifest, cross.max_length, cross.tokenizer
         self.batcher = DynamicBatcher(cross.logits_batch, max_batch_tokens, max_wait_ms, max_pending, workers)
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]:

@@ -12,13 +12,26 @@ from functools import cache
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from handler.schemas import ErrorResponse, HealthResponse, RerankRequest, RerankResponse, SearchRequest, SearchResponse
+from handler.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    RerankRequest,
+    RerankResponse,
+    SearchRequest,
+    SearchResponse,
+    TEIRerankRequest,
+    TEIRerankResponse,
+)
 
 REF = "#/components/schemas/{model}"
+# /rerank takes either body and answers in the same family.
+TEI_OR_COHERE = (RerankRequest, TEIRerankRequest)
+TEI_OR_COHERE_ANSWER = (RerankResponse, TEIRerankResponse)
 # (method, path, summary, request body, response body); every POST route may answer these errors.
 ROUTES = [
     ("post", "/search", "Stage-1 recall, cross-encoder rerank and relevance floor", SearchRequest, SearchResponse),
-    ("post", "/rerank", "Cohere-compatible rerank of the given documents", RerankRequest, RerankResponse),
+    ("post", "/rerank", "Rerank documents: Cohere v2's body, or TEI's (`texts`)", TEI_OR_COHERE, TEI_OR_COHERE_ANSWER),
+    ("post", "/v2/rerank", "Cohere v2 rerank, at the path Cohere's SDK posts to", RerankRequest, RerankResponse),
     ("get", "/health", "Loaded models, index and floor", None, HealthResponse),
 ]
 # Every status a POST route answers besides 200, and why (handler/api.py).
@@ -54,8 +67,9 @@ DOCS_HTML = """<!doctype html>
 </body></html>"""
 
 
-def _content(model: type[BaseModel], refs: dict) -> dict:
-    return {"application/json": {"schema": refs[model]}}
+def _content(model: type[BaseModel] | tuple, refs: dict) -> dict:
+    schema = {"anyOf": [refs[m] for m in model]} if isinstance(model, tuple) else refs[model]
+    return {"application/json": {"schema": schema}}
 
 
 def _operation(summary: str, request, response, refs: dict, limits: Limits) -> dict:
@@ -79,6 +93,10 @@ def _write_limits(schemas: dict, limits: Limits) -> None:
     schemas["SearchRequest"]["properties"]["query"]["maxLength"] = limits.max_query_chars
     top_k = schemas["SearchRequest"]["properties"]["top_k"]
     top_k["description"] += " (a top_k above recall_k is a 422)"
+    tei = schemas["TEIRerankRequest"]["properties"]
+    tei["query"]["maxLength"] = limits.max_query_chars
+    tei["texts"]["maxItems"] = limits.max_documents
+    tei["texts"]["items"]["maxLength"] = limits.max_document_chars
     rerank = schemas["RerankRequest"]["properties"]
     rerank["query"]["maxLength"] = limits.max_query_chars
     rerank["documents"]["maxItems"] = limits.max_documents
@@ -90,7 +108,8 @@ def _write_limits(schemas: dict, limits: Limits) -> None:
 
 @cache
 def openapi_document(version: str, limits: Limits) -> dict:
-    models = {m for _, _, _, *bodies in ROUTES for m in bodies if m is not None} | {ErrorResponse}
+    bodies = [b for _, _, _, *pair in ROUTES for b in pair if b is not None]
+    models = {m for b in bodies for m in (b if isinstance(b, tuple) else (b,))} | {ErrorResponse}
     keyed = [(m, "validation" if m.__name__.endswith("Request") else "serialization") for m in models]
     schemas, top = models_json_schema(keyed, ref_template=REF)
     refs = {model: schemas[(model, mode)] for model, mode in keyed}

@@ -219,6 +219,7 @@ class Retriever:
         top_k: int | None = None,
         floor: float | None = None,
         mode: str | None = None,
+        *,
         stop: threading.Event | None = None,
     ) -> SearchAnswer:
         """Stage 1, rerank, floor. Unset values take the deployment's defaults; `stop` set (the client
@@ -261,17 +262,31 @@ class Retriever:
             self.cross.close()
 
     def rerank(
-        self, query: str, documents: list[str], top_n: int | None = None, stop: threading.Event | None = None
+        self,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        *,
+        max_tokens_per_doc: int | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Reranked]:
         """Caller-supplied documents (the /rerank endpoint), best first, within the token budget; the
-        score is the logit Platt-scaled (these documents have no stage-1 cosine)."""
+        score is the logit Platt-scaled (these documents have no stage-1 cosine). `max_tokens_per_doc`
+        cuts each document first, as Cohere's v2 API does."""
         if not has_visible_text(query):
             raise InvalidRequest("query", "must contain a visible character")
-        encodings = self.cross.encode(query, documents)
+        passages = [self._cut(d, max_tokens_per_doc) for d in documents] if max_tokens_per_doc else documents
+        encodings = self.cross.encode(query, passages)
         self.check_budget(encodings, "documents")
-        scores = self.calibration.rerank(self.cross.logits_encoded(encodings, stop))
+        logits = self.cross.logits_encoded(encodings, stop)
+        scores = self.calibration.rerank(logits)
         order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
-        return [Reranked(int(i), float(scores[i]), documents[i]) for i in order]
+        return [Reranked(int(i), float(scores[i]), float(logits[i]), documents[i]) for i in order]
+
+    def _cut(self, text: str, tokens: int) -> str:
+        """`text` up to the end of its `tokens`-th token (by the reranker's tokenizer, no specials)."""
+        offsets = self.cross.tokenizer.encode(text, add_special_tokens=False).offsets
+        return text if len(offsets) <= tokens else text[: offsets[tokens - 1][1]]
 
     def problems(self) -> dict[str, str]:
         """Components that failed at request time or fail a cheap read now (empty: healthy)."""

@@ -46,4 +46,5 @@ class Reranked:
 
     index: int
     score: float
+    logit: float
     text: str

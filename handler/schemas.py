@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
 from handler.settings import MAX_RECALL_K, MAX_TOP_K
 from handler.types import VISIBLE_PATTERN, has_visible_text
@@ -98,12 +98,43 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1)
     model: str | None = Field(None, description="accepted for Cohere compatibility; the deployed model answers")
     return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        description="cut each document to this many tokens first (Cohere v2); the pair is also cut "
+        "to the reranker's max length",
+    )
 
     _query = field_validator("query")(_not_blank)
-    _top_n = field_validator("top_n", mode="before")(_whole_number)
+    _counts = field_validator("top_n", "max_tokens_per_doc", mode="before")(_whole_number)
 
     def texts(self) -> list[str]:
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+
+class TEIRerankRequest(BaseModel):
+    """Text Embeddings Inference's /rerank body (told apart from Cohere's by `texts`)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    query: str = Field(json_schema_extra=QUERY_SCHEMA)
+    texts: list[str] = Field(min_length=1)
+    raw_scores: bool = Field(False, description="the reranker's logits instead of 0–1 scores")
+    return_text: bool = False
+    truncate: bool = Field(False, description="accepted; pairs are always cut to the reranker's max length")
+    truncation_direction: Literal["Right", "right"] = "Right"
+
+    _query = field_validator("query")(_not_blank)
+
+
+class TEIRerankResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TEIRerankResponse(RootModel[list[TEIRerankResult]]):
+    """TEI answers a bare list, best first."""
 
 
 class RerankResult(BaseModel):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-from tokenizers import Encoding
+from tokenizers import Encoding, Tokenizer
 
 from handler.manifest import ModelManifest
 
@@ -18,6 +18,7 @@ class CrossScorer(Protocol):
 
     manifest: ModelManifest
     max_length: int
+    tokenizer: Tokenizer  # the pairs' tokenizer (cutting a document to N tokens uses it)
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]: ...
 

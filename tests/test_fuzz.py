@@ -20,7 +20,7 @@ from handler.api import create_app
 pytestmark = pytest.mark.slow
 EXAMPLES = 60  # per operation; derandomized (a fixed seed), so a CI failure replays here
 FUZZ = {"max_examples": EXAMPLES, "derandomize": True, "deadline": None, "suppress_health_check": list(HealthCheck)}
-OPERATIONS = ["POST /search", "POST /rerank", "GET /health"]
+OPERATIONS = ["POST /search", "POST /rerank", "POST /v2/rerank", "GET /health"]
 
 
 # A schema-violating body can also be refused for its size (413, before it is parsed): a rejection too.
