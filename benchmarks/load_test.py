@@ -40,7 +40,11 @@ def free_port() -> int:
 
 
 def start_server(artifacts: str, batching: bool, port: int) -> subprocess.Popen:
-    env = os.environ | {"TWOSTAGE_BATCHING": str(batching).lower(), "TWOSTAGE_LOG_LEVEL": "WARNING"}
+    env = os.environ | {
+        "TWOSTAGE_BATCHING": str(batching).lower(),
+        "TWOSTAGE_LOG_LEVEL": "WARNING",
+        "TWOSTAGE_METRICS": "false",
+    }
     cmd = [sys.executable, "-m", "twostage.cli", "serve", "--artifacts-dir", artifacts, "--port", str(port)]
     server = subprocess.Popen(cmd, env=env)
     for _ in range(300):

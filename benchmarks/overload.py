@@ -56,7 +56,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start(args, port: int) -> subprocess.Popen:
-    env = os.environ | {"PYTHONPATH": os.path.abspath(args.cwd), "TWOSTAGE_LOG_LEVEL": "WARNING"}
+    # quiet: no per-request log or EMF lines in the figures
+    env = os.environ | {
+        "PYTHONPATH": os.path.abspath(args.cwd),
+        "TWOSTAGE_LOG_LEVEL": "WARNING",
+        "TWOSTAGE_METRICS": "false",
+    }
     command = [args.python, "-m", "twostage.cli", "serve", "--artifacts-dir", os.path.abspath(args.artifacts_dir)]
     server = subprocess.Popen([*command, "--port", str(port)], cwd=args.cwd, env=env)
     deadline = time.monotonic() + 120

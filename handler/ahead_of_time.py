@@ -50,6 +50,9 @@ def settings_for_init(settings: Settings) -> Settings:
 
 
 def _restored() -> None:
+    from handler.observability import mark_cold_start
+
+    mark_cold_start()  # a restored environment's first request counts as a cold start in the metrics
     log.info("restored from a SnapStart snapshot")
 
 

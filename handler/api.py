@@ -27,6 +27,7 @@ from handler.admission import Admission, stop_on_disconnect
 from handler.auth import BearerAuth
 from handler.batching import Overloaded
 from handler.errors import Cancelled, InvalidRequest, TooMuchWork
+from handler.observability import RequestLog
 from handler.openapi import DOCS_HTML, Limits, openapi_document
 from handler.pipeline import Retriever
 from handler.results import Reranked
@@ -289,6 +290,15 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         answer = await run_models(
             request, retriever.search, body.query, body.recall_k, body.top_k, body.floor, body.mode
         )
+        request.state.log.update(
+            mode=answer.mode,
+            recall_k=answer.recall_k,
+            top_k=answer.top_k,
+            candidates=answer.candidates,
+            results=len(answer.results),
+            refused=answer.refused,
+            timings=answer.timings,
+        )
         return json_response(SearchResponse.model_validate(answer, from_attributes=True))
 
     async def rerank(request: Request) -> Response:
@@ -299,6 +309,7 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         _check_query(body.query, settings)
         texts = body.texts if model is TEIRerankRequest else body.texts()
         _check_documents(texts, settings)
+        request.state.log.update(documents=len(texts), body="tei" if model is TEIRerankRequest else "cohere")
         if model is TEIRerankRequest:
             ranked = await run_models(request, retriever.rerank, body.query, texts, None)
             return _tei_response(body, ranked)
@@ -338,7 +349,7 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
     ]
-    middleware = [Middleware(CrashBarrier)]
+    middleware = [Middleware(RequestLog, metrics=settings.metrics), Middleware(CrashBarrier)]
     if settings.api_key is not None:
         middleware.append(Middleware(BearerAuth, key=settings.api_key.get_secret_value()))
     handlers = EXCEPTION_HANDLERS | {ArtifactError: on_broken_artifact}

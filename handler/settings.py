@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     max_documents: int = Field(1000, ge=1, description="most documents accepted by /rerank")
     max_document_chars: int = Field(20000, ge=1, description="longest document accepted by /rerank")
     log_level: str = Field("INFO", description="logging level")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="twostage serve's log lines (Lambda writes JSON when its LogFormat is JSON, as the template sets)",
+    )
+    metrics: bool = Field(True, description="one CloudWatch EMF line per request on stdout (latency, refusals, errors)")
     verify: Literal["quick", "full"] = Field(
         "quick",
         description="artifact checks at init: quick (sizes, model checksums, counts, dims, probes) or full "

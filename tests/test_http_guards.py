@@ -45,17 +45,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(artifacts: Path, *flags: str, env: dict | None = None) -> subprocess.Popen:
+def serve(artifacts: Path, *flags: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
+    """`twostage serve` in a child; its output goes to `log` (a pipe nobody reads would fill and stall it)."""
     command = [sys.executable, "-m", "twostage.cli", "serve", "--artifacts-dir", str(artifacts), *flags]
     environment = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = log.open("w") if log else subprocess.PIPE
+    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_ready(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(process.stdout.read().decode())
+            raise AssertionError(process.stdout.read().decode() if process.stdout else "server exited")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
@@ -65,10 +67,15 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 60) -> None
 
 
 @pytest.fixture(scope="module")
-def server(artifacts):
+def server_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve") / "out.log"
+
+
+@pytest.fixture(scope="module")
+def server(artifacts, server_log):
     port = free_port()
     env = {"TWOSTAGE_API_KEY": KEY, "TWOSTAGE_MAX_BODY_BYTES": "4096", "TWOSTAGE_BODY_TIMEOUT_S": "1"}
-    process = serve(artifacts, "--port", str(port), env=env)
+    process = serve(artifacts, "--port", str(port), env=env, log=server_log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
@@ -181,9 +188,25 @@ def test_a_public_host_without_a_key_is_refused(artifacts):
     assert process.returncode == 2 and "TWOSTAGE_API_KEY" in output and "--insecure" in output
 
 
-def test_a_public_host_with_insecure_starts(artifacts):
+def test_serve_writes_the_same_json_log_and_emf_lines(server, server_log):
+    from tests.test_runtime_client import json_lines
+
+    url, _ = server
+    response = httpx.post(f"{url}/search", json={"query": "E240"}, headers=AUTH | {"X-Request-Id": "abc-123"})
+    assert response.status_code == 200 and response.headers["x-request-id"] == "abc-123"
+    time.sleep(0.2)
+    lines = json_lines(server_log.read_text())
+    (line,) = [entry for entry in lines if entry.get("requestId") == "abc-123"]
+    assert (line["message"], line["route"], line["status"], line["refused"]) == ("request", "/search", 200, False)
+    assert line["candidates"] > 0 and "rerank_ms" in line["timings"] and line["level"] == "INFO"
+    assert any("_aws" in entry and entry["route"] == "/search" for entry in lines)
+    unauthorised = [entry for entry in lines if entry.get("status") == 401]
+    assert unauthorised and all("timings" not in entry for entry in unauthorised)  # refused before any work
+
+
+def test_a_public_host_with_insecure_starts(artifacts, tmp_path):
     port = free_port()
-    process = serve(artifacts, "--host", "0.0.0.0", "--port", str(port), "--insecure")
+    process = serve(artifacts, "--host", "0.0.0.0", "--port", str(port), "--insecure", log=tmp_path / "out.log")
     try:
         wait_ready(f"http://127.0.0.1:{port}", process)
     finally:

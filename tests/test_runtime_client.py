@@ -171,3 +171,38 @@ def test_provisioned_concurrency_primes_during_init(artifacts, tmp_path):
         kind, result = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH))
     assert kind == "response" and result["statusCode"] == 200
     assert "primed: /search answered" in log.read_text() and stub.restores == 0
+
+
+def json_lines(text: str) -> list[dict]:
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return [line for line in lines if isinstance(line, dict)]
+
+
+def test_json_logs_and_emf_metrics_under_lambdas_json_log_format(artifacts, tmp_path):
+    log = tmp_path / "out.log"
+    with runtime_client(artifacts, log, AWS_LAMBDA_LOG_FORMAT="JSON", TWOSTAGE_LOG_LEVEL="info") as stub:
+        kind, result = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH))
+        refused = stub.invoke(load_event("apigw_v2_http.json", "POST", "/search", SEARCH | {"floor": 1.0}))[1]
+    assert kind == "response" and result["statusCode"] == 200 and json.loads(refused["body"])["refused"]
+    lines = json_lines(log.read_text())
+    requests = [line for line in lines if line.get("message") == "request"]
+    assert len(requests) == 2, lines
+    first, second = requests
+    assert first["requestId"].startswith("req-0-") and second["requestId"].startswith("req-1-")  # Lambda's ids
+    assert (first["route"], first["status"], first["refused"], second["refused"]) == ("/search", 200, False, True)
+    assert first["candidates"] > 0 and {"embed_ms", "rerank_ms", "total_ms"} <= set(first["timings"])
+    assert (first["cold_start"], second["cold_start"]) == (True, False)
+    emf = [line for line in lines if "_aws" in line]
+    assert len(emf) == 2
+    for document in emf:  # the EMF specification: every declared metric is a top-level number
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "twostage" and directive["Dimensions"] == [["route"]]
+        assert document["route"] == "/search" and isinstance(document["_aws"]["Timestamp"], int)
+        for metric in directive["Metrics"]:
+            assert isinstance(document[metric["Name"]], int | float) and metric["Unit"] in ("Milliseconds", "Count")
+    assert [d["refusals"] for d in emf] == [0, 1] and [d["cold_starts"] for d in emf] == [1, 0]

@@ -54,7 +54,8 @@ def test_serve_answers_from_the_image_environment(server_venv, artifacts, tmp_pa
     command = [str(server_venv / "bin" / "twostage"), "serve", "--artifacts-dir", str(artifacts)]
     command += ["--port", str(port), "--providers", "cpu"]
     # run outside the checkout, so only the venv's installed copy can be imported
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with (tmp_path / "out.log").open("w") as out:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)

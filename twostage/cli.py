@@ -105,12 +105,19 @@ def cmd_serve(parser, args) -> int:
             "(callers send `Authorization: Bearer <key>`), or pass --insecure (env TWOSTAGE_INSECURE=true) to "
             "serve without authentication behind your own gateway"
         )
+    if settings.log_format == "json":
+        from handler.observability import use_json_logs
+
+        use_json_logs(settings.log_level)
     app = create_app(Retriever.from_settings(settings), settings)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
+        # JSON: our root handler writes uvicorn's lines too, and the app's request line replaces its access log
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+        access_log=settings.log_format != "json",
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
     return 0
