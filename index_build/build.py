@@ -18,18 +18,20 @@ from handler.onnx_model import Encoder, available_cpus
 from handler.sparse_index import build_bm25
 from handler.vector_index import INDEX_NAME
 from handler.verify import describe_files
-from index_build.corpus import Chunker, read_corpus
+from index_build.corpus import DEFAULT_FIELDS, Chunker, Fields, read_corpus
 from index_build.settings import IndexSettings
 
 
-def chunk_corpus(corpus: Path, encoder: Encoder, overlap: int, chunking: bool = True) -> list[Chunk]:
+def chunk_corpus(
+    corpus: Path, encoder: Encoder, overlap: int, chunking: bool = True, fields: Fields = DEFAULT_FIELDS
+) -> list[Chunk]:
     tokenizer = Tokenizer.from_file(str(encoder.model_dir / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     chunker = Chunker(tokenizer, encoder.manifest.max_length, overlap)
     chunks: list[Chunk] = []
     seen: set[str] = set()
-    for doc in read_corpus(corpus):
+    for doc in read_corpus(corpus, fields):
         if doc.id in seen:
             raise ValueError(f"{corpus}: duplicate document id {doc.id!r}")
         seen.add(doc.id)
@@ -67,7 +69,8 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     """Write index.bin, docstore.sqlite and manifest.json into <artifacts>/index atomically."""
     started = time.perf_counter()
     encoder = Encoder(settings.artifacts_dir / "models" / "bi", batch_size=32)
-    chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap, settings.chunking)
+    fields = Fields(settings.id_field, settings.text_field, settings.title_field)
+    chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap, settings.chunking, fields)
     vectors = embed_chunks(encoder, chunks, settings.embed_batch_size)
     embed_seconds = time.perf_counter() - started
     index = build_hnsw(vectors, settings)

@@ -15,7 +15,13 @@ SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_data" / "corpus
 class IndexSettings(BaseSettings):
     model_config = command_config("index")
 
-    corpus: Path = Field(SAMPLE_CORPUS, description="corpus JSONL: id (or _id), text, optional title, metadata")
+    corpus: Path = Field(
+        SAMPLE_CORPUS,
+        description="corpus: .jsonl, .csv/.tsv, .parquet (file or directory), or a directory of .txt/.md/.html files",
+    )
+    id_field: str | None = Field(None, description="the id field of JSONL/CSV/Parquet rows (unset: id, else _id)")
+    text_field: str = Field("text", description="the text field of JSONL/CSV/Parquet rows")
+    title_field: str = Field("title", description="the title field of JSONL/CSV/Parquet rows (optional in rows)")
     artifacts_dir: Path = artifacts_dir_field("reads models/bi, writes index/")
     index_path: Path | None = Field(None, description="where to write the index (unset: <artifacts_dir>/index)")
     hnsw_m: int = Field(16, ge=2, description="hnswlib M (graph degree)")
