@@ -98,6 +98,7 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     from handler.manifest import IndexManifest, read_manifest, write_manifest
     from handler.sparse_index import build_bm25
     from handler.vector_index import INDEX_NAME
+    from handler.verify import describe_files
     from index_build.build import build_hnsw
     from index_build.settings import IndexSettings
 
@@ -129,7 +130,9 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     if bm25:
         build_bm25([c.passage for c in made], staging, bm25)
     documents = len({c.doc_id for c in made})
-    write_manifest(staging, manifest.model_copy(update={"count": chunks, "documents": documents, "bm25": bm25}))
+    files = describe_files(staging)  # the source's record describes other files
+    update = {"count": chunks, "documents": documents, "bm25": bm25, "files": files}
+    write_manifest(staging, manifest.model_copy(update=update))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

@@ -1,11 +1,13 @@
 """`twostage calibrate`: a 0–1 score that means what it says and a floor picked from data.
 
-Labelled pairs: stage-1 candidates of judged queries, relevant = in the qrels. A logistic model of
-the reranker's logit and the bi-encoder cosine maps each pair to a probability of relevance (the
-/search score; with `ood_data`, foreign pairs join the fit as non-relevant: the same queries against
-that corpus, and that corpus's titles asked against ours); Platt scaling of the logit alone scores
-/rerank. The floor (objective `window`) sits between the highest score that keeps answerable queries
-(a relevant doc in the top 10) answered at the target rate and the lowest that refuses `ood_target`
+Labelled pairs: stage-1 candidates of judged queries, relevant = in the qrels. A logistic model maps
+each candidate to a probability of relevance, the /search score that also sorts the results: the
+reranker's logit with the stage-1 prior (logit − stage1_prior·ln(stage-1 rank), one feature, so the
+order within a query is exactly that key) and the cosine of the query's best candidate (with
+`ood_data`, foreign pairs join the fit as non-relevant: the same queries against that corpus, and that
+corpus's titles asked against ours); Platt scaling of the logit alone scores /rerank. The floor
+(objective `window`) sits between the highest score that keeps answerable queries (a relevant doc in
+the top 10) answered at the target rate and the lowest that refuses `ood_target`
 of each set of foreign queries; `answerable-refusal` takes the first alone, `false-accept` admits at
 most the target share of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}`
 per request) pick the floor as a quantile of each request's best score instead.
@@ -36,24 +38,33 @@ def _retriever(settings: CalibrateSettings, data_dir: Path) -> Retriever:
 
 @dataclass
 class QueryPairs:
-    """One query's stage-1 candidates (best chunk per document): reranker logit, cosine, label."""
+    """One query's stage-1 candidates (best chunk per document): reranker logit, cosine, stage-1 rank and
+    label, and the cosine of the query's best candidate (over all its chunks)."""
 
     qid: str
     logits: np.ndarray
     cosines: np.ndarray
+    ranks: np.ndarray
     labels: np.ndarray
+    query_cosine: float = 0.0
+
+    def scores(self, model: Logistic) -> np.ndarray:
+        """What `model` serves for these candidates."""
+        cosines = np.full(len(self.logits), self.query_cosine) if model.cosine == "query" else self.cosines
+        return model(self.logits, cosines, self.ranks)
 
 
 def query_pairs(retriever: Retriever, qid: str, text: str, relevant: dict, k: int) -> QueryPairs:
     chunks, candidates = retriever.recall(text, k, retriever.default_mode)
     logits, _ = retriever.score(text, chunks, candidates)
-    best: dict[str, tuple[float, float]] = {}  # doc → (logit, cosine) of its best chunk
-    for chunk, candidate, logit in zip(chunks, candidates, logits.tolist(), strict=True):
-        if logit > best.get(chunk.doc_id, (-np.inf, 0.0))[0]:
-            best[chunk.doc_id] = (logit, candidate.similarity)
-    values = np.array(list(best.values()), dtype=np.float64).reshape(-1, 2)
+    best: dict[str, tuple[float, float, int]] = {}  # doc → (logit, cosine, stage-1 rank) of its best chunk
+    for rank, (chunk, candidate, logit) in enumerate(zip(chunks, candidates, logits.tolist(), strict=True), 1):
+        if logit > best.get(chunk.doc_id, (-np.inf, 0.0, 0))[0]:
+            best[chunk.doc_id] = (logit, candidate.similarity, rank)
+    values = np.array(list(best.values()), dtype=np.float64).reshape(-1, 3)
     labels = np.array([1 if relevant.get(d, 0) > 0 else 0 for d in best])
-    return QueryPairs(qid, values[:, 0], values[:, 1], labels)
+    query_cosine = max((c.similarity for c in candidates), default=0.0)
+    return QueryPairs(qid, values[:, 0], values[:, 1], values[:, 2], labels, query_cosine)
 
 
 def labelled_pairs(retriever: Retriever, queries: dict, qrels: dict, k: int) -> list[QueryPairs]:
@@ -64,23 +75,31 @@ def labelled_pairs(retriever: Retriever, queries: dict, qrels: dict, k: int) -> 
     ]
 
 
-def _stack(pairs: list[QueryPairs], *fields: str) -> np.ndarray:
-    return np.column_stack([np.concatenate([getattr(p, f) for p in pairs]) for f in fields])
-
-
-def fit_logistic(pairs: list[QueryPairs], with_cosine: bool) -> Logistic:
+def _fit(features: np.ndarray, labels: np.ndarray) -> tuple[list[float], float]:
     from sklearn.linear_model import LogisticRegression
 
-    features = ("logits", "cosines") if with_cosine else ("logits",)
-    model = LogisticRegression(C=1e4).fit(_stack(pairs, *features), _stack(pairs, "labels").ravel())
-    coef = [round(float(v), 6) for v in model.coef_[0]]
-    return Logistic(a=coef[0], b=round(float(model.intercept_[0]), 6), c=coef[1] if with_cosine else 0.0)
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, labels)
+    return [round(float(v), 6) for v in model.coef_[0]], round(float(model.intercept_[0]), 6)
 
 
-def _best(pairs: QueryPairs, model: Logistic, top: int | None = None) -> float | None:
-    """The query's best served score, over its `top` candidates by reranker logit (all by default)."""
-    order = np.argsort(-pairs.logits)[:top]
-    return float(model(pairs.logits[order], pairs.cosines[order]).max()) if len(order) else None
+def fit_platt(pairs: list[QueryPairs]) -> Logistic:
+    """The logit alone (/rerank: caller's documents have no stage 1)."""
+    (a,), b = _fit(np.concatenate([p.logits for p in pairs])[:, None], np.concatenate([p.labels for p in pairs]))
+    return Logistic(a=a, b=b)
+
+
+def fit_search(pairs: list[QueryPairs], stage1_prior: float) -> Logistic:
+    """The /search score: sigmoid(a·(logit − prior·ln rank) + c·query's best cosine + b). One feature for the
+    logit and the rank, so that within a query the score sorts exactly as logit − prior·ln(rank) does."""
+    keyed = np.concatenate([p.logits - stage1_prior * np.log(p.ranks) for p in pairs])
+    query = np.concatenate([np.full(len(p.logits), p.query_cosine) for p in pairs])
+    (a, c), b = _fit(np.column_stack([keyed, query]), np.concatenate([p.labels for p in pairs]))
+    return Logistic(a=a, b=b, c=c, d=round(-stage1_prior * a, 6), cosine="query")
+
+
+def _best(pairs: QueryPairs, model: Logistic) -> float | None:
+    """The query's best served score (the served order is by that score, so it tops any top-n)."""
+    return float(pairs.scores(model).max()) if len(pairs.logits) else None
 
 
 def _best_scores(queries: list[QueryPairs], model: Logistic) -> np.ndarray:
@@ -90,8 +109,8 @@ def _best_scores(queries: list[QueryPairs], model: Logistic) -> np.ndarray:
 
 def _answerable_best(pairs: list[QueryPairs], model: Logistic) -> np.ndarray:
     """Best served score of each query with a relevant doc among its top 10 after reranking."""
-    answerable = [p for p in pairs if p.labels[np.argsort(-p.logits)[:10]].any()]
-    return np.array([_best(p, model, 10) for p in answerable])
+    answerable = [p for p in pairs if p.labels[np.argsort(-p.scores(model), kind="stable")[:10]].any()]
+    return np.array([_best(p, model) for p in answerable])
 
 
 def choose_floor(
@@ -99,7 +118,7 @@ def choose_floor(
 ) -> tuple[float, str, list[float] | None]:
     """The floor, the objective that set it, and the window (lowest, highest floor meeting both targets)."""
     if settings.objective == "false-accept":
-        negatives = np.concatenate([model(p.logits, p.cosines)[p.labels == 0] for p in pairs])
+        negatives = np.concatenate([p.scores(model)[p.labels == 0] for p in pairs])
         return float(np.quantile(negatives, 1 - settings.target, method="higher")), "false-accept", None
     # The highest floor that still answers (1 - target) of the answerable queries...
     keep = float(np.quantile(_answerable_best(pairs, model), settings.target, method="lower"))
@@ -120,7 +139,7 @@ def choose_floor(
 
 def keep_drop(pairs: list[QueryPairs], model: Logistic, floor: float) -> dict:
     """Pair-level precision and recall of keeping (score ≥ floor) and of dropping."""
-    scores = np.concatenate([model(p.logits, p.cosines) for p in pairs])
+    scores = np.concatenate([p.scores(model) for p in pairs])
     labels = np.concatenate([p.labels for p in pairs]).astype(bool)
     kept = scores >= floor
 
@@ -161,8 +180,8 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     # touching ood_data's judged queries (those stay an untouched refusal test).
     titles = corpus_titles(theirs.corpus, settings.ood_titles) if theirs else {}
     foreign_here = labelled_pairs(retriever, titles, {}, settings.candidates) if titles else []
-    platt = fit_logistic(pairs, with_cosine=False)
-    search = fit_logistic(pairs + foreign + foreign_here, with_cosine=True)
+    platt = fit_platt(pairs)
+    search = fit_search(pairs + foreign + foreign_here, settings.stage1_prior)
     floor, objective, window = choose_floor(pairs, search, settings, [foreign, foreign_here])
     report = {
         "fitted_on": {
@@ -184,7 +203,8 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
         report |= _evaluate(settings, retriever, other, theirs, search, floor)
     return {
         "platt": {"a": platt.a, "b": platt.b},
-        "platt_cosine": {"a": search.a, "b": search.b, "c": search.c},
+        "platt_cosine": {"a": search.a, "b": search.b, "c": search.c, "d": search.d, "cosine": search.cosine},
+        "stage1_prior": settings.stage1_prior,
         "floor": round(floor, 6),
         "objective": objective,
         "target": settings.target,

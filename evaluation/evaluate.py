@@ -6,7 +6,6 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
-from handler import fusion
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
@@ -29,11 +27,6 @@ class Runs:
     stage1: dict[str, dict[str, float]] = field(default_factory=dict)
     two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
-    logits: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # reranked chunks' docs, logits
-
-    def reordered(self, order_keys) -> dict[str, dict[str, float]]:
-        """query → {doc: final-order key}, the logits ordered by `order_keys` (max over chunks)."""
-        return {q: _max_by_doc(docs, order_keys(logits)) for q, (docs, logits) in self.logits.items()}
 
 
 def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
@@ -54,7 +47,7 @@ def ensure_index(settings: EvalSettings) -> Path:
     encoder = read_manifest(settings.artifacts_dir / "models" / "bi", ModelManifest)
     if (index_dir / "manifest.json").is_file():
         built = read_manifest(index_dir, IndexManifest)
-        same_corpus = built.corpus == str(settings.data / "corpus.jsonl")
+        same_corpus = Path(built.corpus).resolve() == (settings.data / "corpus.jsonl").resolve()  # ./ vs /abs
         same_chunking = getattr(built, "chunking", True) == settings.chunking
         if built.encoder_sha256 == encoder.sha256 and same_corpus and same_chunking and built.bm25:
             return index_dir
@@ -87,9 +80,8 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         docs = [c.doc_id for c in top]
         runs.stage1[qid] = _max_by_doc(docs, [c.score for c in candidates])
         if settings.rerank:
-            logits, scores = retriever.score(text, top, candidates)
-            runs.logits[qid] = (docs, logits)
-            runs.two_stage_scores[qid] = _max_by_doc(docs, scores)
+            _, scores = retriever.score(text, top, candidates)
+            runs.two_stage_scores[qid] = _max_by_doc(docs, scores)  # the served order: by the served score
     return runs
 
 
@@ -118,13 +110,6 @@ def significance(qrels: dict, stage1: dict, two_stage: dict, metric: str = "ndcg
         "p_value": 1.0 if math.isnan(p_value) else round(p_value, 6),
         "test": "paired t-test",
         "wins_ties_losses": [tally[metric][k] for k in "WTL"],
-    }
-
-
-def weight_sweep(qrels: dict, runs: Runs, weights: list[float], recall_k: int) -> dict[str, dict[str, float]]:
-    """Two-stage metrics (no floor) with the final order at each stage1_weight, from the same logits."""
-    return {
-        f"{w:g}": metrics(qrels, runs.reordered(partial(fusion.rank_prior, stage1_weight=w)), recall_k) for w in weights
     }
 
 
@@ -157,13 +142,11 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         data.qrels = {q: data.qrels[q] for q in data.queries}
     exclude = read_pairs(settings.exclude) if settings.exclude else {}
     index_dir = ensure_index(settings)
-    overrides = {"stage1_weight": settings.stage1_weight} if settings.stage1_weight is not None else {}
     served = Settings(
         artifacts_dir=settings.artifacts_dir,
         index_path=index_dir,
         floor=settings.floor,
         rerank_max_length=settings.rerank_max_length,
-        **overrides,
     )
     retriever = Retriever.from_settings(served)
     started = time.perf_counter()
@@ -177,7 +160,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "recall_k": settings.recall_k,
         "mode": settings.mode,
         "excluded_pairs": sum(map(len, exclude.values())),
-        "stage1_weight": retriever.settings.stage1_weight,
+        "score_model": retriever.score_model,
         "rerank_max_length": retriever.cross.max_length,
         "models": {
             kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))
@@ -187,16 +170,11 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     }
     if settings.rerank:
         floor = retriever.floor
-        two_stage = runs.reordered(retriever.order_keys)  # the served order
-        floored = {
-            q: {d: key for d, key in docs.items() if runs.two_stage_scores[q][d] >= floor}
-            for q, docs in two_stage.items()
-        }
+        two_stage = runs.two_stage_scores  # the served order and score
+        floored = {q: {d: score for d, score in docs.items() if score >= floor} for q, docs in two_stage.items()}
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
-        if settings.stage1_weights:
-            report["stage1_weight_sweep"] = weight_sweep(qrels, runs, settings.stage1_weights, settings.recall_k)
         report["floor"] = {
             "value": floor,
             "source": retriever.floor_source,
@@ -237,13 +215,6 @@ def markdown(report: dict) -> str:
             f"two_stage − stage1 {sig['metric']}: {sig['delta']:+.4f}, {sig['test']} p {_p(sig['p_value'])}; "
             "queries better / tied / worse: {} / {} / {}".format(*sig["wins_ties_losses"])
         )
-    if "stage1_weight_sweep" in report:
-        lines.append(f"\nfinal order by stage1_weight (served: {report['stage1_weight']:g}), no floor:\n")
-        lines.append(f"| stage1_weight | {' | '.join(names)} |\n| --- |" + " --- |" * len(names))
-        lines += [
-            f"| {w} | " + " | ".join(f"{m[n]:.4f}" for n in names) + " |"
-            for w, m in report["stage1_weight_sweep"].items()
-        ]
     if "floor" in report:
         f = report["floor"]
         lines.append(f"floor {f['value']:.3f} ({f['source']}): {f['refused_queries']} queries refused")

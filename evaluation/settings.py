@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
-from handler.settings import MAX_STAGE1_WEIGHT, artifacts_dir_field, command_config, rerank_max_length_field
+from handler.settings import artifacts_dir_field, command_config, rerank_max_length_field
 
 
 class EvalSettings(BaseSettings):
@@ -23,12 +23,6 @@ class EvalSettings(BaseSettings):
     chunking: bool = Field(True, description="chunk long documents (off: truncate, comparable with BEIR/MTEB)")
     diagnose_depth: int = Field(1000, ge=1, description="stage-1 depth searched to place recall misses")
     floor: float | None = Field(None, ge=0, le=1, description="floor (unset: the reranker's calibrated floor)")
-    stage1_weight: float | None = Field(
-        None, ge=0, le=MAX_STAGE1_WEIGHT, description="weight of the stage-1 rank in the final order (unset: served)"
-    )
-    stage1_weights: Annotated[list[Annotated[float, Field(ge=0, le=MAX_STAGE1_WEIGHT)]], NoDecode] = Field(
-        [], description="also score the final order at each of these stage1_weight values (comma-separated)"
-    )
     dev_only: bool = Field(
         False, description="only the reranker's held-out dev queries of this split (choose settings on these)"
     )
@@ -37,11 +31,6 @@ class EvalSettings(BaseSettings):
     rerank_max_length: int | None = rerank_max_length_field()
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
-
-    @field_validator("stage1_weights", mode="before")
-    @classmethod
-    def _comma_separated(cls, value):
-        return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class CalibrateSettings(BaseSettings):
@@ -60,6 +49,13 @@ class CalibrateSettings(BaseSettings):
     artifacts_dir: Path = artifacts_dir_field("calibration is written into <artifacts_dir>/models/cross/manifest.json")
     eval_dir: Path = Field(Path("artifacts/eval"), description="indexes built for evaluation live here")
     candidates: int = Field(20, ge=1, description="stage-1 candidates labelled per query")
+    stage1_prior: float = Field(
+        4.0,
+        ge=0,
+        le=20,
+        description="weight of ln(stage-1 rank) against the logit in the /search score, and so in its order "
+        "(chosen on the reranker's dev queries, docs/results.md §5.1; 0: the reranker's order)",
+    )
     objective: Literal["window", "answerable-refusal", "false-accept"] = Field(
         "window",
         description="floor between the answerable-refusal and the foreign-refusal limits (needs ood_data; else "

@@ -1,11 +1,14 @@
 """The served 0–1 relevance score and what it is calibrated from (`twostage calibrate` fits both).
 
 A listwise-trained reranker's logits are not probabilities, and they say little about a query from
-another domain: a biomedical reranker can be sure about an aeronautics question. So /search scores
-a pair from two signals, the reranker's logit and the bi-encoder's cosine of the same pair, with a
-logistic model fitted on labelled pairs; the floor is chosen on that score. /rerank gets documents
-without stage 1 and scores the logit alone (Platt scaling). Out-of-domain refusal on SciFact and
-Cranfield: docs/results.md §6.
+another domain: a biomedical reranker can be sure about an aeronautics question. So /search scores a
+candidate with a logistic model of three signals, fitted on labelled pairs: the reranker's logit, its
+stage-1 rank (ln rank: where the reranker hesitates, stage 1's order stands) and the bi-encoder cosine
+of the query's best candidate (how much this corpus has to say about the question at all). Results are
+sorted by that score and the floor applies to it. The cosine is the query's, not the pair's: it
+refuses foreign questions without reordering a query's candidates, which a per-pair cosine did, at a
+cost in nDCG (docs/results.md §5.3). /rerank gets documents without stage 1 and scores the logit alone
+(Platt scaling). Out-of-domain refusal on SciFact and Cranfield: docs/results.md §6.
 """
 
 from __future__ import annotations
@@ -24,26 +27,43 @@ class Logistic:
     a: float = 1.0  # per logit
     b: float = 0.0  # intercept
     c: float = 0.0  # per cosine
+    d: float = 0.0  # per ln(stage-1 rank): the stage-1 order's say in the score, and so in the order
+    cosine: str = "pair"  # "query": the cosine of the query's best candidate, the same for all of them
 
-    def __call__(self, logits: np.ndarray, cosines: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self, logits: np.ndarray, cosines: np.ndarray | None = None, ranks: np.ndarray | None = None
+    ) -> np.ndarray:
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
         if self.c:
-            z = z + self.c * np.asarray(cosines, dtype=np.float64)
+            cosines = np.asarray(cosines, dtype=np.float64)
+            z = z + self.c * (cosines.max(initial=0.0) if self.cosine == "query" else cosines)
+        if self.d:
+            z = z + self.d * np.log(np.asarray(ranks, dtype=np.float64))
         return sigmoid(z).astype(np.float32)
+
+    def describe(self) -> dict[str, float | str]:
+        return {
+            "logit": self.a,
+            "cosine": self.c,
+            "cosine_of": self.cosine,
+            "ln_stage1_rank": self.d,
+            "intercept": self.b,
+        }
 
 
 @dataclass(frozen=True)
 class Calibration:
     rerank: Logistic  # logit alone (/rerank; Platt)
-    search: Logistic  # logit and cosine (/search, and the floor), or the logit alone if fitted so
+    search: Logistic  # logit, cosine and stage-1 rank (/search: the order and the floor), or as fitted
+    calibrated: bool = True  # False: no fit shipped with the reranker, the scores are its raw sigmoid
 
     @classmethod
     def from_dict(cls, calibration: dict | None) -> Calibration:
-        """From a manifest's `calibration`: {"platt": {a, b}, "platt_cosine": {a, b, c}, "floor": …}."""
+        """From a manifest's `calibration`: {"platt": {a, b}, "platt_cosine": {a, b, c, d?, cosine?}, "floor": …}."""
         calibration = calibration or {}
         rerank = Logistic(**calibration["platt"]) if "platt" in calibration else Logistic()
         search = Logistic(**calibration["platt_cosine"]) if "platt_cosine" in calibration else rerank
-        return cls(rerank, search)
+        return cls(rerank, search, "platt" in calibration)
 
     @property
     def uses_cosine(self) -> bool:

@@ -50,14 +50,3 @@ def weighted(sides: Sides, dense_weight: float = 0.5) -> list[Candidate]:
     """Convex combination of min-max normalised scores; a side that missed a candidate adds 0."""
     weights = {"dense": dense_weight, "bm25": 1.0 - dense_weight}
     return _merge(sides, {side: (weights[side] * _min_max(scores)).tolist() for side, (_, scores) in sides.items()})
-
-
-def rank_prior(logits: np.ndarray, stage1_weight: float) -> np.ndarray:
-    """The final order's keys (higher first) for candidates in stage-1 order: logit − w·ln(stage-1 rank).
-
-    In the logit's own units, so the reranker overrules stage 1 where it is sure (a wide logit gap) and
-    stage 1's order stands where it hesitates: candidate r moves above r' < r only when its logit is
-    w·ln(r / r') higher. A reranker trained on one domain is less sure on another (narrower logits), so
-    stage 1 keeps more say there without a per-domain setting. w = 0: the reranker's order alone."""
-    logits = np.asarray(logits, dtype=np.float64)
-    return logits - stage1_weight * np.log(np.arange(1, len(logits) + 1))

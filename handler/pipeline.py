@@ -182,7 +182,8 @@ class Retriever:
             self.check_budget(encodings, budget_field)
         logits = self.cross.logits_encoded(encodings, stop)
         cosines = np.array([c.similarity for c in candidates], dtype=np.float32)
-        return logits, self.calibration.search(logits, cosines)
+        ranks = np.arange(1, len(candidates) + 1)  # candidates come in stage-1 order
+        return logits, self.calibration.search(logits, cosines, ranks)
 
     def check_budget(self, encodings: list, field: str) -> None:
         """Work per request is bounded: the pairs' tokens (each already cut to the reranker's max length)."""
@@ -195,9 +196,10 @@ class Retriever:
                 f"request (max_rerank_tokens); lower {field}",
             )
 
-    def order_keys(self, logits: np.ndarray) -> np.ndarray:
-        """What the final order sorts by (higher first), for candidates in stage-1 order."""
-        return fusion.rank_prior(logits, self.settings.stage1_weight)
+    @property
+    def score_model(self) -> dict[str, float | bool | str]:
+        """What the served score is made of: sigmoid of these weights; `calibrated` false for a raw sigmoid."""
+        return self.calibration.search.describe() | {"calibrated": self.calibration.calibrated}
 
     def resolve(self, query: str, recall_k: int | None, top_k: int | None, mode: str | None) -> tuple[int, int, str]:
         """The request's values with the deployment's defaults filled in; InvalidRequest names a bad one."""
@@ -232,7 +234,7 @@ class Retriever:
         _check_stop(stop, "after stage 1")
         logits, scores = self.score(query, chunks, candidates, stop, budget_field="recall_k")
         clock.lap("rerank")
-        order = np.argsort(-self.order_keys(logits), kind="stable")
+        order = np.argsort(-scores, kind="stable")  # one order, one score: the floor applies to what sorts
         kept = [i for i in order if scores[i] >= floor][:top_k]
         results = [_result(chunks[i], candidates[i], scores[i], logits[i], i) for i in kept]
         clock.lap("floor")
@@ -251,7 +253,7 @@ class Retriever:
             recall_k=recall_k,
             top_k=top_k,
             mode=mode,
-            stage1_weight=self.settings.stage1_weight,
+            score_model=self.score_model,
             candidates=len(chunks),
             timings=clock.timings(),
         )

@@ -35,7 +35,7 @@ class SearchAnswer:
     recall_k: int
     top_k: int
     mode: str
-    stage1_weight: float
+    score_model: dict[str, float | bool | str]  # score = sigmoid(logit·a + cosine·c + ln(stage-1 rank)·d + b)
     candidates: int  # stage-1 candidates reranked
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage and total_ms
 

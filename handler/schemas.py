@@ -46,7 +46,8 @@ class Hit(BaseModel):
     text: str
     metadata: dict[str, Any]
     score: float = Field(
-        description="relevance, 0–1, calibrated from the cross-encoder logit and bi-encoder cosine; the floor applies"
+        description="relevance, 0–1: a calibrated probability from the reranker's logit, the bi-encoder cosine and "
+        "the stage-1 rank (score_model); results are sorted by it and the floor applies to it"
     )
     logit: float = Field(description="raw cross-encoder logit")
     stage1_rank: int = Field(description="1-based rank in the stage-1 candidates")
@@ -76,8 +77,11 @@ class SearchResponse(BaseModel):
     recall_k: int
     top_k: int
     mode: str = Field(description="stage-1 mode used")
-    stage1_weight: float = Field(
-        0.0, description="final order: logit − stage1_weight·ln(stage-1 rank) (0: by the reranker's logit alone)"
+    score_model: dict[str, float | bool | str] = Field(
+        description="the score is sigmoid(logit·logit + cosine·cosine + ln_stage1_rank·ln(stage-1 rank) + "
+        "intercept) with these weights, fitted by `twostage calibrate` (cosine_of: query = the query's best "
+        "candidate's cosine); results are sorted by it and the floor applies to it. calibrated false: no fit "
+        "ships with the reranker (raw sigmoid of its logit)"
     )
     candidates: int = Field(description="stage-1 candidates reranked")
     timings: Timings

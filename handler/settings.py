@@ -19,7 +19,6 @@ def command_config(command: str) -> SettingsConfigDict:
 
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
-MAX_STAGE1_WEIGHT = 20.0  # 20·ln 2 ≈ 14 logits between neighbours: stage 1 wins outright well before
 
 
 def artifacts_dir_field(description: str):
@@ -52,13 +51,6 @@ class Settings(BaseSettings):
     rrf_k: int = Field(60, ge=1, description="RRF constant k")
     dense_weight: float = Field(0.5, ge=0, le=1, description="weighted fusion: dense share (BM25 gets the rest)")
     hybrid_depth: int | None = Field(None, ge=1, description="candidates taken from each side (unset: recall_k)")
-    # chosen on the reranker's held-out dev queries (`twostage eval --dev-only --stage1-weights`, docs/results.md)
-    stage1_weight: float = Field(
-        4.0,
-        ge=0,
-        le=MAX_STAGE1_WEIGHT,
-        description="final order: reranker logit − stage1_weight·ln(stage-1 rank); 0 = reranker order alone",
-    )
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="default results kept after reranking")
     floor: float | None = Field(
         None, ge=0.0, le=1.0, description="default relevance floor (unset: the reranker's calibrated floor, else 0)"

@@ -37,7 +37,8 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
         ood_titles=20,
     )
     result = calibrate(settings)
-    assert set(result["platt"]) == {"a", "b"} and set(result["platt_cosine"]) == {"a", "b", "c"}
+    assert set(result["platt"]) == {"a", "b"} and set(result["platt_cosine"]) == {"a", "b", "c", "d", "cosine"}
+    assert result["platt_cosine"]["d"] == pytest.approx(-4 * result["platt_cosine"]["a"], abs=1e-5)
     assert 0.0 <= result["floor"] <= 1.0
     assert result["report"]["fitted_on"]["foreign_corpus"] == str(other)
     assert result["report"]["fitted_on"]["foreign_titles"] == 20
@@ -51,13 +52,16 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
     assert json.loads((own_artifacts / "models" / "cross" / CALIBRATION_FILE).read_text()) == result
     retriever = Retriever.from_settings(Settings(artifacts_dir=own_artifacts))
     assert (retriever.floor, retriever.floor_source) == (result["floor"], "calibration")
-    # /search serves sigmoid(a * logit + b + c * cosine), with every candidate's bi-encoder cosine.
+    # /search serves sigmoid(a·logit + d·ln(stage-1 rank) + c·(the query's best cosine) + b), and sorts by it:
+    # within a query that is the order of logit − 4·ln(rank).
     chunks, candidates = retriever.recall("dose for children", 5, "hybrid")
     logits, scores = retriever.score("dose for children", chunks, candidates)
-    cosines = np.array([c.similarity for c in candidates])
+    best_cosine, ranks = max(c.similarity for c in candidates), np.arange(1, len(candidates) + 1)
     fit = result["platt_cosine"]
-    expected = 1 / (1 + np.exp(-(fit["a"] * logits + fit["b"] + fit["c"] * cosines)))
+    expected = 1 / (1 + np.exp(-(fit["a"] * logits + fit["d"] * np.log(ranks) + fit["c"] * best_cosine + fit["b"])))
     assert scores == pytest.approx(expected, rel=1e-5)
+    if fit["a"] > 0:
+        assert list(np.argsort(-scores)) == list(np.argsort(-(logits - 4 * np.log(ranks))))
     # /rerank has no stage 1: the logit alone, Platt-scaled.
     platt = result["platt"]
     reranked = sorted(retriever.rerank("dose for children", [c.passage for c in chunks]), key=lambda r: r.index)
@@ -91,7 +95,8 @@ def test_a_missing_out_of_domain_directory_fails_before_any_scoring(own_artifact
 def _queries(best_logits: list[float], relevant: bool) -> list[QueryPairs]:
     """One candidate per query, cosine 0, so the served score is sigmoid(logit) under Logistic(1, 0)."""
     return [
-        QueryPairs(str(i), np.array([x]), np.zeros(1), np.array([int(relevant)])) for i, x in enumerate(best_logits)
+        QueryPairs(str(i), np.array([x]), np.zeros(1), np.ones(1), np.array([int(relevant)]))
+        for i, x in enumerate(best_logits)
     ]
 
 

@@ -126,7 +126,6 @@ def query_flags(artifacts) -> dict[str, tuple[str, object]]:
         "rrf_k": ("30", 30),
         "dense_weight": ("0.3", 0.3),
         "hybrid_depth": ("50", 50),
-        "stage1_weight": ("2", 2.0),
         "top_k": ("3", 3),
         "floor": ("0.001", 0.001),
         "threads": ("1", 1),
@@ -148,6 +147,8 @@ def query_flags(artifacts) -> dict[str, tuple[str, object]]:
         "max_documents": ("10", 10),
         "max_document_chars": ("900", 900),
         "log_level": ("DEBUG", "DEBUG"),
+        "log_format": ("text", "text"),
+        "metrics": (False, False),
         "verify": ("full", "full"),
     }
 
@@ -177,7 +178,7 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
     for name, (_, expected) in flags.items():
         assert getattr(settings, name) == expected, name
     answer = json_module.loads(capsys.readouterr().out)
-    assert (answer["mode"], answer["recall_k"], answer["top_k"], answer["stage1_weight"]) == ("bm25", 7, 3, 2.0)
+    assert (answer["mode"], answer["recall_k"], answer["top_k"]) == ("bm25", 7, 3)
     assert answer["floor"] == 0.001 and answer["candidates"] <= 7 and len(answer["results"]) <= 3
     assert all(r["found_by"] == ["bm25"] for r in answer["results"])
 

@@ -56,8 +56,6 @@ def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_pa
             diagnose_depth=50,
             mode=mode,
             json_path=out,
-            stage1_weight=2.5,
-            stage1_weights="0,2.5",
         )
     )
     assert json.loads(out.read_text()) == report
@@ -71,9 +69,7 @@ def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_pa
     sig = report["two_stage_vs_stage1"]  # per-query comparison of the two stages, 5 queries in all
     assert sig["delta"] == pytest.approx(report["two_stage"]["ndcg@10"] - report["stage1"]["ndcg@10"], abs=1e-3)
     assert sum(sig["wins_ties_losses"]) == 5 and 0 <= sig["p_value"] <= 1
-    sweep = report["stage1_weight_sweep"]  # the same logits reordered at each weight
-    assert list(sweep) == ["0", "2.5"] and "| 2.5 |" in markdown(report)
-    assert report["stage1_weight"] == 2.5 and report["two_stage"] == sweep["2.5"]  # served order = its sweep row
+    assert set(report["score_model"]) == {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated"}
 
 
 def test_excluded_pairs_leave_the_ranking(artifacts, tiny_beir, tmp_path):
@@ -94,7 +90,7 @@ def test_excluded_pairs_leave_the_ranking(artifacts, tiny_beir, tmp_path):
 
 
 def test_dev_only_evaluates_the_rerankers_held_out_queries(artifacts, tiny_beir, tmp_path):
-    """Settings such as stage1_weight are chosen on the dev queries the reranker recorded, not on test."""
+    """Serving choices are made on the dev queries the reranker recorded, not on test."""
     settings = EvalSettings(data=tiny_beir, artifacts_dir=artifacts, eval_dir=tmp_path / "eval", dev_only=True)
     with pytest.raises(ValueError, match="no dev queries"):  # the fixture's reranker keeps no training log
         evaluate_dataset(settings)

@@ -1,9 +1,7 @@
-import dataclasses
-
 import numpy as np
 import pytest
 
-from handler.fusion import rank_prior, reciprocal_rank, single, weighted
+from handler.fusion import reciprocal_rank, single, weighted
 
 
 def sides():
@@ -33,13 +31,3 @@ def test_weighted_fusion_normalises_each_side():
 def test_single_side_keeps_its_own_order_and_scores():
     labels = [c.label for c in single({"bm25": sides()["bm25"]})]
     assert labels == [3, 4]
-
-
-def test_final_order_is_the_rerankers_where_it_is_sure_and_stage_ones_where_it_hesitates(retriever):
-    logits = np.array([0.0, 3.0, 0.5])  # candidates arrive in stage-1 order
-    alone = retriever.settings.model_copy(update={"stage1_weight": 0.0})
-    prior = retriever.settings.model_copy(update={"stage1_weight": 2.0})
-    assert list(np.argsort(-dataclasses.replace(retriever, settings=alone).order_keys(logits))) == [1, 2, 0]
-    # w = 2: #2 needs 2·ln 2 ≈ 1.39 logits over #1 and has 3; #3 needs 2·ln 3 ≈ 2.2 and has .5
-    assert list(np.argsort(-dataclasses.replace(retriever, settings=prior).order_keys(logits))) == [1, 0, 2]
-    assert rank_prior(logits, 2.0)[2] == pytest.approx(0.5 - 2 * np.log(3))

@@ -194,6 +194,8 @@ def test_serve_writes_the_same_json_log_and_emf_lines(server, server_log):
     url, _ = server
     response = httpx.post(f"{url}/search", json={"query": "E240"}, headers=AUTH | {"X-Request-Id": "abc-123"})
     assert response.status_code == 200 and response.headers["x-request-id"] == "abc-123"
+    scores = [r["score"] for r in response.json()["results"]]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= response.json()["floor"]  # one order, one score
     time.sleep(0.2)
     lines = json_lines(server_log.read_text())
     (line,) = [entry for entry in lines if entry.get("requestId") == "abc-123"]

@@ -30,8 +30,9 @@ def test_search_answers_every_event_shape(lambda_handler, event):
     assert (answer.recall_k, answer.top_k, answer.candidates) == (20, 5, 20)
     assert 1 <= len(answer.results) <= 5
     scores = [hit.score for hit in answer.results]
-    assert answer.best_score >= max(scores)  # the order weighs in stage 1 (stage1_weight), the floor does not
-    assert answer.stage1_weight == Settings.model_fields["stage1_weight"].default
+    assert scores == sorted(scores, reverse=True) and answer.best_score == max(scores)  # one order, one score
+    assert all(score >= answer.floor for score in scores)
+    assert set(answer.score_model) == {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated"}
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
     assert answer.mode == "hybrid"  # the deployment default when the index has a BM25 artifact
@@ -137,7 +138,6 @@ def test_search_modes_say_which_side_found_each_candidate(lambda_handler, mode, 
 )
 def test_inits_ahead_of_callers_verify_every_artifact_in_full(monkeypatch, init_type, verify):
     from handler.ahead_of_time import settings_for_init
-    from handler.settings import Settings
 
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", init_type)
     assert settings_for_init(Settings()).verify == verify

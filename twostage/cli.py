@@ -127,8 +127,14 @@ def _print_answer(answer: dict) -> None:
     print(f"query: {answer['query']}")
     best = "none" if answer["best_score"] is None else f"{answer['best_score']:.3f}"
     print(f"floor {answer['floor']:.3f} · best score {best} · refused: {answer['refused']}")
-    if answer["stage1_weight"]:
-        print(f"order: logit − {answer['stage1_weight']:g}·ln(stage-1 rank) (stage1_weight)")
+    model = answer["score_model"]
+    if model["calibrated"]:
+        print(
+            f"score = sigmoid({model['logit']:.3g}·logit + {model['cosine']:.3g}·cosine "
+            f"+ {model['ln_stage1_rank']:.3g}·ln(stage-1 rank) + {model['intercept']:.3g}), best first"
+        )
+    else:
+        print("score = sigmoid(logit): this reranker ships no calibration (twostage calibrate), best first")
     if answer["refused"]:
         print(f"  {answer['reason']}")
     for rank, hit in enumerate(answer["results"], 1):
