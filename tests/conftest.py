@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,23 @@ def load_event(name: str, method: str, path: str, body: dict | str | None) -> di
         event["headers"]["Content-Type"] = "application/json"
         event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
     return event
+
+
+@contextmanager
+def uvicorn_on_loopback(app):
+    """The app under a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

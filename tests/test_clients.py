@@ -3,15 +3,11 @@ TEI's /rerank body and answer."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import pytest
-import uvicorn
 
 from handler.api import create_app
+from tests.conftest import uvicorn_on_loopback
 
 DOCUMENTS = [
     "Veltrazine for children aged 6 to 11: 5 mg once a day with food.",
@@ -22,17 +18,8 @@ DOCUMENTS = [
 
 @pytest.fixture(scope="module")
 def url(retriever, settings):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(retriever, settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_on_loopback(create_app(retriever, settings)) as base:
+        yield base
 
 
 def test_cohere_sdk_reranks_through_v2(url, retriever):

@@ -1,14 +1,11 @@
 """The GPU container's code paths that run on any machine: providers, fp16 export, batched server."""
 
-import socket
 import threading
-import time
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import uvicorn
 from pydantic import ValidationError
 
 from handler.api import create_app
@@ -18,7 +15,7 @@ from handler.pipeline import Retriever
 from handler.settings import Settings
 from model_export.export import export_all
 from model_export.settings import ExportSettings
-from tests.conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert, uvicorn_on_loopback
 
 CPU_ONLY = "CUDAExecutionProvider" not in ort.get_available_providers()
 
@@ -64,17 +61,8 @@ def batched_server(artifacts):
     """The GPU container's app (dynamic batching on) under uvicorn on a loopback port."""
     settings = Settings(artifacts_dir=artifacts, batching=True, max_wait_ms=20, max_pending=32)
     retriever = Retriever.from_settings(settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(retriever, settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", retriever
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_on_loopback(create_app(retriever, settings)) as url:
+        yield url, retriever
 
 
 def test_bounded_load_on_loopback_has_no_errors_and_shares_batches(batched_server):
