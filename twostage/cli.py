@@ -129,9 +129,10 @@ def _print_answer(answer: dict) -> None:
     print(f"floor {answer['floor']:.3f} · best score {best} · refused: {answer['refused']}")
     model = answer["score_model"]
     if model["calibrated"]:
+        cosine = "the query's best cosine" if model["cosine_of"] == "query" else "cosine"
         print(
-            f"score = sigmoid({model['logit']:.3g}·logit + {model['cosine']:.3g}·cosine "
-            f"+ {model['ln_stage1_rank']:.3g}·ln(stage-1 rank) + {model['intercept']:.3g}), best first"
+            f"score = sigmoid({model['logit']:.3g}·logit {model['ln_stage1_rank']:+.3g}·ln(stage-1 rank) "
+            f"{model['cosine']:+.3g}·{cosine} {model['intercept']:+.3g}), best first"
         )
     else:
         print("score = sigmoid(logit): this reranker ships no calibration (twostage calibrate), best first")
@@ -153,9 +154,12 @@ def cmd_query(parser, args) -> int:
     from handler.events import http_api_event
     from handler.pipeline import Retriever
 
-    # in process: a TWOSTAGE_API_KEY in the environment is for the server, not for this call
-    settings = settings_from_args(parser, Settings, args).model_copy(update={"api_key": None})
-    logging.getLogger().setLevel(settings.log_level.upper())
+    # in process: a TWOSTAGE_API_KEY in the environment is for the server, not for this call; a one-off
+    # answer on a terminal wants no metric line unless asked (--metrics)
+    quiet = {} if args.metrics is not None else {"metrics": False}
+    settings = settings_from_args(parser, Settings, args).model_copy(update={"api_key": None} | quiet)
+    if args.log_level is not None:
+        logging.getLogger().setLevel(settings.log_level.upper())
     retriever = Retriever.from_settings(settings)
     try:
         response = lambda_handler(retriever, settings)(http_api_event("POST", "/search", {"query": args.text}), None)
