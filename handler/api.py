@@ -287,14 +287,15 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         body = await parse_body(request, SearchRequest, settings)
         _check_query(body.query, settings)
         retriever.resolve(body.query, body.recall_k, body.top_k, body.mode)  # a bad value is a 422 before queueing
-        answer = await run_models(
-            request, retriever.search, body.query, body.recall_k, body.top_k, body.floor, body.mode
-        )
+        asked = (body.query, body.recall_k, body.top_k, body.floor, body.mode)
+        answer = await run_models(request, retriever.search, *asked, deadline_ms=body.deadline_ms)
         request.state.log.update(
             mode=answer.mode,
             recall_k=answer.recall_k,
             top_k=answer.top_k,
             candidates=answer.candidates,
+            reranked=answer.reranked,
+            deadline_cut=answer.deadline_cut,
             results=len(answer.results),
             refused=answer.refused,
             timings=answer.timings,

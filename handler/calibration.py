@@ -34,11 +34,11 @@ class Logistic:
         self, logits: np.ndarray, cosines: np.ndarray | None = None, ranks: np.ndarray | None = None
     ) -> np.ndarray:
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
-        if self.c:
+        if self.c:  # `cosines`: every stage-1 candidate's, also when only the first len(logits) were reranked
             cosines = np.asarray(cosines, dtype=np.float64)
-            z = z + self.c * (cosines.max(initial=0.0) if self.cosine == "query" else cosines)
+            z = z + self.c * (cosines.max(initial=0.0) if self.cosine == "query" else cosines[: len(z)])
         if self.d:
-            z = z + self.d * np.log(np.asarray(ranks, dtype=np.float64))
+            z = z + self.d * np.log(np.asarray(ranks, dtype=np.float64)[: len(z)])
         return sigmoid(z).astype(np.float32)
 
     def describe(self) -> dict[str, float | str]:

@@ -12,6 +12,7 @@ import numpy as np
 from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
+from handler.deadline import RerankRate
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
 from handler.errors import Cancelled, InvalidRequest, TooMuchWork
 from handler.fusion import Candidate
@@ -78,6 +79,7 @@ class Retriever:
     calibration: Calibration = field(default_factory=lambda: Calibration.from_dict(None))
     load_ms: dict[str, float] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # file → what failed at request time (/health: 503)
+    rate: RerankRate = field(default_factory=lambda: RerankRate(5000.0))  # this process's rerank speed
 
     @classmethod
     def from_settings(cls, settings: Settings, models: PendingModels | None = None) -> Retriever:
@@ -108,7 +110,8 @@ class Retriever:
         calibration = Calibration.from_dict(cross.manifest.calibration)
         load_ms = loaded.load_ms | clock.laps
         log.info("loaded %d chunks (bm25: %s); floor %.3f (%s); %s", len(index), bool(bm25), floor, source, load_ms)
-        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, calibration, load_ms)
+        rate = RerankRate(settings.rerank_tokens_per_s)
+        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, calibration, load_ms, rate=rate)
 
     @property
     def default_mode(self) -> str:
@@ -174,16 +177,40 @@ class Retriever:
         candidates: list[Candidate],
         stop: threading.Event | None = None,
         budget_field: str | None = None,
+        deadline: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2: cross-encoder logits and served 0–1 scores, in the order of `chunks`. With
-        `budget_field` (requests, not evaluation) the pairs' tokens must fit `max_rerank_tokens`."""
+        `budget_field` (requests, not evaluation) the pairs' tokens must fit `max_rerank_tokens`. With a
+        `deadline` (time.perf_counter) only the first candidates that fit it are scored: both arrays may
+        be shorter than `chunks`."""
         encodings = self.cross.encode(query, [c.passage for c in chunks])
         if budget_field:
             self.check_budget(encodings, budget_field)
-        logits = self.cross.logits_encoded(encodings, stop)
+        logits = self._logits_within(encodings, deadline, stop)
         cosines = np.array([c.similarity for c in candidates], dtype=np.float32)
         ranks = np.arange(1, len(candidates) + 1)  # candidates come in stage-1 order
         return logits, self.calibration.search(logits, cosines, ranks)
+
+    def _logits_within(self, encodings: list, deadline: float | None, stop: threading.Event | None) -> np.ndarray:
+        """All logits when the measured rate says they fit the deadline (then exactly as without one);
+        else batch after batch in stage-1 order, each sized to the time left, until the next does not fit."""
+        lengths = [len(e.ids) for e in encodings]
+        started = time.perf_counter()
+        if deadline is None or self.rate.seconds_for(sum(lengths)) <= deadline - started:
+            logits = self.cross.logits_encoded(encodings, stop)
+            self.rate.observe(sum(lengths), time.perf_counter() - started)
+            return logits
+        parts, done = [], 0
+        while done < len(encodings):
+            fits = self.rate.pairs_within(lengths[done:], deadline - time.perf_counter())
+            take = min(fits, self.settings.rerank_batch_size)
+            if take == 0:
+                break
+            batch_started = time.perf_counter()
+            parts.append(self.cross.logits_encoded(encodings[done : done + take], stop))
+            self.rate.observe(sum(lengths[done : done + take]), time.perf_counter() - batch_started)
+            done += take
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def check_budget(self, encodings: list, field: str) -> None:
         """Work per request is bounded: the pairs' tokens (each already cut to the reranker's max length)."""
@@ -222,17 +249,21 @@ class Retriever:
         floor: float | None = None,
         mode: str | None = None,
         *,
+        deadline_ms: int | None = None,
         stop: threading.Event | None = None,
     ) -> SearchAnswer:
         """Stage 1, rerank, floor. Unset values take the deployment's defaults; `stop` set (the client
-        went away) ends the work between stages and rerank batches."""
+        went away) ends the work between stages and rerank batches. With a deadline (ms from the call)
+        the answer is drawn from the candidates reranked in time, in stage-1 order."""
         recall_k, top_k, mode = self.resolve(query, recall_k, top_k, mode)
         floor = self.floor if floor is None else floor
+        deadline_ms = deadline_ms or self.settings.deadline_ms
         clock = _Clock()
+        deadline = clock.start + deadline_ms / 1000 if deadline_ms else None
         _check_stop(stop, "before stage 1")
         chunks, candidates = self.recall(query, recall_k, mode, clock)
         _check_stop(stop, "after stage 1")
-        logits, scores = self.score(query, chunks, candidates, stop, budget_field="recall_k")
+        logits, scores = self.score(query, chunks, candidates, stop, budget_field="recall_k", deadline=deadline)
         clock.lap("rerank")
         order = np.argsort(-scores, kind="stable")  # one order, one score: the floor applies to what sorts
         kept = [i for i in order if scores[i] >= floor][:top_k]
@@ -240,7 +271,9 @@ class Retriever:
         clock.lap("floor")
         best = float(scores.max()) if len(scores) else None
         reason = None
-        if not results:
+        if not results and chunks and not len(scores):
+            reason = f"deadline: no candidate could be reranked within {deadline_ms} ms"
+        elif not results:
             reason = f"no evidence: no candidate reached the floor {floor:.3f}"
             reason += f" (best score {best:.3f})" if best is not None else ""
         return SearchAnswer(
@@ -255,6 +288,9 @@ class Retriever:
             mode=mode,
             score_model=self.score_model,
             candidates=len(chunks),
+            reranked=len(scores),
+            deadline_ms=deadline_ms,
+            deadline_cut=len(scores) < len(chunks),
             timings=clock.timings(),
         )
 

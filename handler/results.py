@@ -36,7 +36,10 @@ class SearchAnswer:
     top_k: int
     mode: str
     score_model: dict[str, float | bool | str]  # score = sigmoid(logit·a + cosine·c + ln(stage-1 rank)·d + b)
-    candidates: int  # stage-1 candidates reranked
+    candidates: int  # stage-1 candidates
+    reranked: int  # of those, reranked: all, unless the deadline cut the rerank short
+    deadline_ms: int | None
+    deadline_cut: bool
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage and total_ms
 
 

@@ -33,9 +33,16 @@ class SearchRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="results to return, at most recall_k")
     floor: float | None = Field(None, ge=0.0, le=1.0, description="minimum relevance score to keep a result")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(None, description="stage-1 mode (default: deployment's)")
+    deadline_ms: int | None = Field(
+        None,
+        ge=1,
+        le=600_000,
+        description="answer within this many ms: candidates are reranked in stage-1 order while they fit, and "
+        "the results are drawn from those (default: the deployment's, if any)",
+    )
 
     _query = field_validator("query")(_not_blank)
-    _counts = field_validator("recall_k", "top_k", mode="before")(_whole_number)
+    _counts = field_validator("recall_k", "top_k", "deadline_ms", mode="before")(_whole_number)
 
 
 class Hit(BaseModel):
@@ -83,7 +90,10 @@ class SearchResponse(BaseModel):
         "candidate's cosine); results are sorted by it and the floor applies to it. calibrated false: no fit "
         "ships with the reranker (raw sigmoid of its logit)"
     )
-    candidates: int = Field(description="stage-1 candidates reranked")
+    candidates: int = Field(description="stage-1 candidates")
+    reranked: int = Field(description="of those, reranked (all unless the deadline cut the rerank short)")
+    deadline_ms: int | None = Field(description="the time budget applied, if any")
+    deadline_cut: bool = Field(description="true when the deadline left candidates unreranked")
     timings: Timings
 
 

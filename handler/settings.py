@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         description="tokens one request may rerank (pairs × their tokens, each pair cut to the reranker's max length); "
         "above it 413. The default fits a 30 s Lambda on an AVX2-only CPU (docs/security.md)",
     )
+    deadline_ms: int | None = Field(
+        None,
+        ge=1,
+        description="default time budget of a /search (unset: none): candidates are reranked in stage-1 order "
+        "while the measured rate says the next batch fits, and the answer is drawn from those",
+    )
+    rerank_tokens_per_s: float = Field(
+        5000.0, gt=0, description="the reranker's speed assumed until this process has measured its own"
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body; larger is 413 before reading")
     body_timeout_s: float = Field(10.0, gt=0, description="longest time to receive a request body (then 408)")
     max_concurrent: int = Field(

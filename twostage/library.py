@@ -45,10 +45,11 @@ class TwoStage:
         top_k: int | None = None,
         floor: float | None = None,
         mode: str | None = None,
+        deadline_ms: int | None = None,
     ) -> SearchAnswer:
         """The best `top_k` of `recall_k` stage-1 candidates after reranking, each at or above the floor;
-        `refused` when none is. Unset values take the loaded settings' defaults."""
-        return self.retriever.search(query, recall_k=recall_k, top_k=top_k, floor=floor, mode=mode)
+        `refused` when none is; within `deadline_ms` if given. Unset values take the loaded settings'."""
+        return self.retriever.search(query, recall_k, top_k, floor, mode, deadline_ms=deadline_ms)
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None) -> list[Reranked]:
         """Your documents scored against `query`, best first (`index` points into `documents`)."""
