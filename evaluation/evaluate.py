@@ -27,6 +27,11 @@ class Runs:
     stage1: dict[str, dict[str, float]] = field(default_factory=dict)
     two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
+    scored: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # stage-1 order: docs, scores
+
+    def budgeted(self, pairs: int) -> dict[str, dict[str, float]]:
+        """The answer when only the first `pairs` stage-1 candidates are reranked (a deadline's)."""
+        return {q: _max_by_doc(docs[:pairs], scores[:pairs]) for q, (docs, scores) in self.scored.items()}
 
 
 def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
@@ -82,6 +87,7 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         if settings.rerank:
             _, scores = retriever.score(text, top, candidates)
             runs.two_stage_scores[qid] = _max_by_doc(docs, scores)  # the served order: by the served score
+            runs.scored[qid] = (docs, scores)
     return runs
 
 
@@ -175,6 +181,10 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
+        if settings.rerank_budgets:
+            report["rerank_budget"] = {
+                str(n): metrics(qrels, runs.budgeted(n), settings.recall_k) for n in settings.rerank_budgets
+            }
         report["floor"] = {
             "value": floor,
             "source": retriever.floor_source,
@@ -215,6 +225,12 @@ def markdown(report: dict) -> str:
             f"two_stage − stage1 {sig['metric']}: {sig['delta']:+.4f}, {sig['test']} p {_p(sig['p_value'])}; "
             "queries better / tied / worse: {} / {} / {}".format(*sig["wins_ties_losses"])
         )
+    if "rerank_budget" in report:
+        lines.append("\nonly the first N stage-1 candidates reranked (no floor):\n")
+        lines.append(f"| N | {' | '.join(names)} |\n| --- |" + " --- |" * len(names))
+        lines += [
+            f"| {n} | " + " | ".join(f"{m[k]:.4f}" for k in names) + " |" for n, m in report["rerank_budget"].items()
+        ]
     if "floor" in report:
         f = report["floor"]
         lines.append(f"floor {f['value']:.3f} ({f['source']}): {f['refused_queries']} queries refused")

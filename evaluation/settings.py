@@ -1,12 +1,12 @@
-"""Eval settings: env vars TWOSTAGE_*, mirrored by `twostage eval` flags."""
+"""Eval and calibrate settings: env vars TWOSTAGE_EVAL_* / TWOSTAGE_CALIBRATE_*, mirrored by their flags."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
 
 from handler.settings import artifacts_dir_field, command_config, rerank_max_length_field
 
@@ -31,6 +31,16 @@ class EvalSettings(BaseSettings):
     rerank_max_length: int | None = rerank_max_length_field()
     max_queries: int | None = Field(None, ge=1, description="evaluate only the first N queries")
     json_path: Path | None = Field(None, description="write the report as JSON here")
+    rerank_budgets: Annotated[list[Annotated[int, Field(ge=1)]], NoDecode] = Field(
+        [],
+        description="also score the answer with only the first N stage-1 candidates reranked, for each N "
+        "(comma-separated): what a deadline that fits N pairs serves",
+    )
+
+    @field_validator("rerank_budgets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 class CalibrateSettings(BaseSettings):
