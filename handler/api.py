@@ -305,15 +305,14 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
     async def rerank(request: Request) -> Response:
         """Cohere v2's body (`documents`) at /rerank and /v2/rerank; TEI's (`texts`) at /rerank."""
         raw = await read_json(request, settings)
-        model = TEIRerankRequest if request.url.path == "/rerank" and _is_tei(raw) else RerankRequest
-        body = validate(raw, model)
+        tei = request.url.path == "/rerank" and _is_tei(raw)
+        body = validate(raw, TEIRerankRequest if tei else RerankRequest)
         _check_query(body.query, settings)
-        texts = body.texts if model is TEIRerankRequest else body.texts()
+        texts = body.texts if tei else body.texts()
         _check_documents(texts, settings)
-        request.state.log.update(documents=len(texts), body="tei" if model is TEIRerankRequest else "cohere")
-        if model is TEIRerankRequest:
-            ranked = await run_models(request, retriever.rerank, body.query, texts, None)
-            return _tei_response(body, ranked)
+        request.state.log.update(documents=len(texts), body="tei" if tei else "cohere")
+        if tei:
+            return _tei_response(body, await run_models(request, retriever.rerank, body.query, texts))
         ranked = await run_models(
             request, retriever.rerank, body.query, texts, body.top_n, max_tokens_per_doc=body.max_tokens_per_doc
         )

@@ -61,6 +61,11 @@ def _result(chunk: Chunk, candidate: Candidate, score: float, logit: float, stag
     )
 
 
+def _check_query(query: str) -> None:
+    if not has_visible_text(query):
+        raise InvalidRequest("query", "must contain a visible character")
+
+
 def _check_stop(stop: threading.Event | None, where: str) -> None:
     if stop is not None and stop.is_set():
         raise Cancelled(f"stopped {where}")
@@ -79,7 +84,8 @@ class Retriever:
     calibration: Calibration = field(default_factory=lambda: Calibration.from_dict(None))
     load_ms: dict[str, float] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # file → what failed at request time (/health: 503)
-    rate: RerankRate = field(default_factory=lambda: RerankRate(5000.0))  # this process's rerank speed
+    # this process's rerank speed, from the settings' prior until measured
+    rate: RerankRate = field(default_factory=lambda: RerankRate(Settings.model_fields["rerank_tokens_per_s"].default))
 
     @classmethod
     def from_settings(cls, settings: Settings, models: PendingModels | None = None) -> Retriever:
@@ -230,8 +236,7 @@ class Retriever:
 
     def resolve(self, query: str, recall_k: int | None, top_k: int | None, mode: str | None) -> tuple[int, int, str]:
         """The request's values with the deployment's defaults filled in; InvalidRequest names a bad one."""
-        if not has_visible_text(query):
-            raise InvalidRequest("query", "must contain a visible character")
+        _check_query(query)
         recall_k = recall_k or self.settings.recall_k
         top_k = top_k or min(self.settings.top_k, recall_k)
         if top_k > recall_k:
@@ -311,8 +316,7 @@ class Retriever:
         """Caller-supplied documents (the /rerank endpoint), best first, within the token budget; the
         score is the logit Platt-scaled (these documents have no stage-1 cosine). `max_tokens_per_doc`
         cuts each document first, as Cohere's v2 API does."""
-        if not has_visible_text(query):
-            raise InvalidRequest("query", "must contain a visible character")
+        _check_query(query)
         passages = [self._cut(d, max_tokens_per_doc) for d in documents] if max_tokens_per_doc else documents
         encodings = self.cross.encode(query, passages)
         self.check_budget(encodings, "documents")

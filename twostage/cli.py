@@ -197,17 +197,34 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     build_commands = [
-        ("export", "HF model (id or dir) → ONNX int8 with manifest and parity", "model_export", "ExportSettings"),
-        ("index", "corpus JSONL → hnswlib index + doc store", "index_build", "IndexSettings"),
-        ("eval", "BEIR data → stage-1 and two-stage metrics (ranx)", "evaluation", "EvalSettings"),
-        ("calibrate", "fit score calibration and pick the floor from data", "evaluation", "CalibrateSettings"),
-        ("train", "fine-tune a cross-encoder on BEIR-format training data", "training", "TrainSettings"),
+        (
+            "export",
+            "HF model (id or dir) → ONNX int8 with manifest and parity",
+            "model_export",
+            "ExportSettings",
+            cmd_export,
+        ),
+        (
+            "index",
+            "corpus (JSONL, CSV, Parquet, a directory) → hnswlib + BM25 + doc store",
+            "index_build",
+            "IndexSettings",
+            cmd_index,
+        ),
+        ("eval", "BEIR data → stage-1 and two-stage metrics (ranx)", "evaluation", "EvalSettings", cmd_eval),
+        (
+            "calibrate",
+            "fit score calibration and pick the floor from data",
+            "evaluation",
+            "CalibrateSettings",
+            cmd_calibrate,
+        ),
+        ("train", "fine-tune a cross-encoder on BEIR-format training data", "training", "TrainSettings", cmd_train),
     ]
-    runs = {"export": cmd_export, "index": cmd_index, "eval": cmd_eval, "calibrate": cmd_calibrate, "train": cmd_train}
-    for name, help_text, package, class_name in build_commands:
+    for name, help_text, package, class_name, run in build_commands:
         settings_class = installed_settings(f"{package}.settings", class_name)
         if settings_class is not None:
-            sub = command(name, help_text, settings_class, runs[name])
+            sub = command(name, help_text, settings_class, run)
             if name == "eval":
                 sub.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
 
