@@ -24,12 +24,12 @@ MAX_LENGTH = 256
 
 def candidate_pairs(data: Path, artifacts: Path, count: int) -> tuple[str, list[str]]:
     from evaluation.beir import load_beir
-    from evaluation.evaluate import ensure_index
+    from evaluation.evaluate import eval_index
     from evaluation.settings import EvalSettings
     from handler.pipeline import Retriever
     from handler.settings import Settings
 
-    index = ensure_index(EvalSettings(data=data, artifacts_dir=artifacts))
+    index = eval_index(EvalSettings(data=data, artifacts_dir=artifacts))
     beir = load_beir(data, "test")
     query = next(iter(beir.queries.values()))
     retriever = Retriever.from_settings(Settings(artifacts_dir=artifacts, index_path=index))

@@ -10,7 +10,8 @@ corpus's titles asked against ours); Platt scaling of the logit alone scores /re
 the top 10) answered at the target rate and the lowest that refuses `ood_target`
 of each set of foreign queries; `answerable-refusal` takes the first alone, `false-accept` admits at
 most the target share of non-relevant pairs. Logged score traces (JSONL `{"scores": [...]}`
-per request) pick the floor as a quantile of each request's best score instead.
+per request, or the serving JSON log, whose /search lines carry `best_score`) pick the floor as a
+quantile of each request's best score instead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.beir import corpus_titles, dev_queries, load_beir
-from evaluation.evaluate import ensure_index
+from evaluation.evaluate import eval_index
 from evaluation.settings import CalibrateSettings, EvalSettings
 from handler.calibration import Logistic
 from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest, write_manifest
@@ -32,7 +33,7 @@ from handler.settings import Settings
 
 
 def _retriever(settings: CalibrateSettings, data_dir: Path) -> Retriever:
-    index = ensure_index(EvalSettings(data=data_dir, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir))
+    index = eval_index(EvalSettings(data=data_dir, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir))
     return Retriever.from_settings(Settings(artifacts_dir=settings.artifacts_dir, index_path=index, floor=0.0))
 
 
@@ -236,13 +237,24 @@ def _evaluate(settings: CalibrateSettings, retriever: Retriever, other: Retrieve
     return report
 
 
+def best_of_trace(line: str) -> float | None:
+    """A trace line's best score: `{"scores": [...]}`, or the serving request log's `best_score`
+    (/search lines; other log lines are skipped)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    if "scores" in record:
+        return max(record["scores"], default=0.0)
+    return record.get("best_score")
+
+
 def calibrate_from_traces(settings: CalibrateSettings) -> dict:
     """Logged traces: refuse the target share of requests, by their best score."""
-    best = [
-        max(json.loads(line)["scores"], default=0.0)
-        for line in settings.traces.read_text().splitlines()
-        if line.strip()
-    ]
+    lines = settings.traces.read_text().splitlines()
+    best = [score for score in map(best_of_trace, lines) if score is not None]
     if not best:
         raise ValueError(f"{settings.traces}: no score traces")
     floor = float(np.quantile(best, settings.target, method="lower"))

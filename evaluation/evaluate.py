@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
-from handler.manifest import IndexManifest, ModelManifest, read_manifest
+from handler.manifest import ModelManifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
 
@@ -42,29 +42,20 @@ def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
     return best
 
 
-def ensure_index(settings: EvalSettings) -> Path:
-    """Build an index over the data's corpus with our own index_build, or reuse a matching one."""
-    from index_build.build import build_index
+def eval_index(settings: EvalSettings) -> Path:
+    """The index over the data's corpus under eval_dir, built by our own index_build or reused."""
+    from index_build.build import ensure_index
     from index_build.settings import IndexSettings
 
     name = settings.data.resolve().name + ("" if settings.chunking else "-nochunk")
-    index_dir = settings.eval_dir / name / "index"
-    encoder = read_manifest(settings.artifacts_dir / "models" / "bi", ModelManifest)
-    if (index_dir / "manifest.json").is_file():
-        built = read_manifest(index_dir, IndexManifest)
-        same_corpus = Path(built.corpus).resolve() == (settings.data / "corpus.jsonl").resolve()  # ./ vs /abs
-        same_chunking = getattr(built, "chunking", True) == settings.chunking
-        if built.encoder_sha256 == encoder.sha256 and same_corpus and same_chunking and built.bm25:
-            return index_dir
-    build_index(
+    return ensure_index(
         IndexSettings(
             corpus=settings.data / "corpus.jsonl",
             artifacts_dir=settings.artifacts_dir,
-            index_path=index_dir,
+            index_path=settings.eval_dir / name / "index",
             chunking=settings.chunking,
         )
     )
-    return index_dir
 
 
 def _without(chunks, candidates, excluded: dict) -> tuple[list, list]:
@@ -147,7 +138,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         data.queries = dict(list(data.queries.items())[: settings.max_queries])
         data.qrels = {q: data.qrels[q] for q in data.queries}
     exclude = read_pairs(settings.exclude) if settings.exclude else {}
-    index_dir = ensure_index(settings)
+    index_dir = eval_index(settings)
     served = Settings(
         artifacts_dir=settings.artifacts_dir,
         index_path=index_dir,

@@ -208,7 +208,7 @@ def _check_documents(texts: list[str], settings: Settings) -> None:
         raise FieldError(f"documents.{too_long}", f"longer than {settings.max_document_chars} characters")
 
 
-def _rerank_response(body: RerankRequest, ranked: list[Reranked]) -> RerankResponse:
+def _rerank_response(body: RerankRequest, ranked: list[Reranked], calibrated: bool) -> RerankResponse:
     results = [
         RerankResult(
             index=r.index,
@@ -217,7 +217,8 @@ def _rerank_response(body: RerankRequest, ranked: list[Reranked]) -> RerankRespo
         )
         for r in ranked
     ]
-    meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+    # calibrated false: relevance_score is the reranker's raw sigmoid, not a fitted probability
+    meta = {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "calibrated": calibrated}
     return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
 
@@ -246,14 +247,25 @@ def _public_source(source: str) -> str:
 
 
 def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) -> HealthResponse:
-    def model(m) -> ModelInfo:
-        return ModelInfo(source=_public_source(m.source), sha256=m.sha256, quantization=m.quantization)
+    def model(m, conventions: dict) -> ModelInfo:
+        return ModelInfo(
+            source=_public_source(m.source),
+            sha256=m.sha256,
+            quantization=m.quantization,
+            max_length=m.max_length,
+            conventions=conventions,
+        )
 
+    bi, cross = retriever.encoder.manifest, retriever.cross.manifest
+    bi_conventions = {"pooling": bi.pooling, "normalize": bi.normalize}
+    bi_conventions |= {"query_prompt": bi.query_prompt, "passage_prompt": bi.passage_prompt}
+    # "uncalibrated": the score is the reranker's raw sigmoid and no floor came with it
+    cross_conventions = {"head": cross.head, "calibrated": retriever.calibration.calibrated}
     return HealthResponse(
         status="broken" if problems else "ok",
         problems={PurePath(path).name: problem for path, problem in problems.items()},
-        bi=model(retriever.encoder.manifest),
-        cross=model(retriever.cross.manifest),
+        bi=model(bi, bi_conventions),
+        cross=model(cross, cross_conventions),
         index={"chunks": len(retriever.index), "documents": retriever.index.manifest.documents},
         floor=retriever.floor,
         floor_source=retriever.floor_source,
@@ -298,6 +310,8 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
             deadline_cut=answer.deadline_cut,
             results=len(answer.results),
             refused=answer.refused,
+            # the trace `twostage calibrate --traces` picks a floor from (an uncalibrated reranker's first step)
+            best_score=None if answer.best_score is None else round(answer.best_score, 6),
             timings=answer.timings,
         )
         return json_response(SearchResponse.model_validate(answer, from_attributes=True))
@@ -316,7 +330,7 @@ def create_app(retriever: Retriever, settings: Settings) -> Starlette:
         ranked = await run_models(
             request, retriever.rerank, body.query, texts, body.top_n, max_tokens_per_doc=body.max_tokens_per_doc
         )
-        return json_response(_rerank_response(body, ranked), exclude_none=True)
+        return json_response(_rerank_response(body, ranked, retriever.calibration.calibrated), exclude_none=True)
 
     async def health(request: Request) -> Response:
         problems = await run_in_threadpool(retriever.problems)

@@ -28,12 +28,16 @@ class ModelManifest(BaseModel):
     size_bytes: int | None = None  # checked at every init (older exports lack it)
     max_length: int
     pad_id: int = 0
-    pooling: Literal["mean", "cls"] | None = None
+    pooling: Literal["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"] | None = None
     normalize: bool = False
     dims: int | None = None
+    query_prompt: str = ""  # put before every query (E5's "query: ", BGE's instruction)
+    passage_prompt: str = ""  # put before every indexed passage
     quantization: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
-    head: str | None = None  # how our own cross-encoder's head was exported
+    head: str | None = None  # how the cross-encoder's output became one logit per pair
+    labels: dict[int, str] | None = None  # a two-label head's id2label
+    positive_label: int | None = None  # … and which of them the served logit favours
 
 
 class IndexManifest(BaseModel):
@@ -50,6 +54,8 @@ class IndexManifest(BaseModel):
     max_length: int
     chunk_overlap: int
     bm25: dict[str, Any] | None = None
+    query_prompt: str = ""  # the encoder's prompts when the index was built: a change needs a rebuild
+    passage_prompt: str = ""
     files: dict[str, dict[str, Any]] | None = None  # {name: {bytes, sha256}} of every file beside it
 
 

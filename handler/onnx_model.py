@@ -156,7 +156,9 @@ class OnnxModel:
 
 
 class Encoder(OnnxModel):
-    """Bi-encoder: texts → (n, dims) float32 embeddings, pooled and normalised as its manifest says."""
+    """Bi-encoder: texts → (n, dims) float32 embeddings, pooled and normalised as its manifest says.
+    Queries and passages get the prompts the model was trained with (`embed_queries`, `embed_passages`):
+    index build, serving, eval and training all embed through these two."""
 
     kind = "bi"
 
@@ -168,14 +170,21 @@ class Encoder(OnnxModel):
                 f"embeds {width}-d vectors, manifest.json says dims {self.manifest.dims}",
             )
 
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return self.embed([self.manifest.query_prompt + q for q in queries])
+
+    def embed_passages(self, passages: Sequence[str]) -> np.ndarray:
+        return self.embed([self.manifest.passage_prompt + p for p in passages])
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts as given, no prompt."""
         if not texts:
             return np.zeros((0, self.manifest.dims or 0), dtype=np.float32)
         return self._run_sorted(self.tokenizer.encode_batch(list(texts)), self._embed_batch)
 
     def _embed_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         hidden = self.session.run(None, feeds)[0]
-        pooled = hidden[:, 0] if self.manifest.pooling == "cls" else mean_pool(hidden, feeds["attention_mask"])
+        pooled = POOLING[self.manifest.pooling or "mean"](hidden.astype(np.float32), feeds["attention_mask"])
         if self.manifest.normalize:
             pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
@@ -215,6 +224,37 @@ class CrossEncoder(OnnxModel):
         return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
 
 
+# sentence-transformers' pooling modes over right-padded batches (ours always are).
 def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     mask = attention_mask[..., None].astype(np.float32)
     return (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+
+
+def mean_sqrt_len_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    mask = attention_mask[..., None].astype(np.float32)
+    return (hidden * mask).sum(axis=1) / np.sqrt(np.clip(mask.sum(axis=1), 1e-9, None))
+
+
+def weighted_mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Token i weighs i (1-based): later tokens count more (SGPT)."""
+    weights = attention_mask.astype(np.float32) * np.arange(1, hidden.shape[1] + 1, dtype=np.float32)
+    return (hidden * weights[..., None]).sum(axis=1) / np.clip(weights.sum(axis=1, keepdims=True), 1e-9, None)
+
+
+def max_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    return np.where(attention_mask[..., None] > 0, hidden, -np.inf).max(axis=1)
+
+
+def last_token_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    last = np.clip(attention_mask.sum(axis=1) - 1, 0, None)
+    return hidden[np.arange(len(hidden)), last]
+
+
+POOLING = {
+    "cls": lambda hidden, _mask: hidden[:, 0],
+    "mean": mean_pool,
+    "mean_sqrt_len_tokens": mean_sqrt_len_pool,
+    "weightedmean": weighted_mean_pool,
+    "max": max_pool,
+    "lasttoken": last_token_pool,
+}

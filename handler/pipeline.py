@@ -146,7 +146,7 @@ class Retriever:
         found it."""
         clock = clock or _Clock()
         depth = (self.settings.hybrid_depth or recall_k) if mode == "hybrid" else recall_k
-        vector = self.encoder.embed([query])[0]
+        vector = self.encoder.embed_queries([query])[0]
         clock.lap("embed")
         sides = {}
         if mode in ("dense", "hybrid"):

@@ -178,6 +178,11 @@ class ModelInfo(BaseModel):
     source: str
     sha256: str
     quantization: dict[str, Any] | None
+    max_length: int = Field(description="tokens per text (bi) or per pair (cross)")
+    conventions: dict[str, Any] = Field(
+        {},
+        description="bi: pooling, normalize and the query/passage prompts; cross: head, and whether it is calibrated",
+    )
 
 
 class HealthResponse(BaseModel):

@@ -26,6 +26,12 @@ def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path)
             f"({index.encoder_source}), but the served bi-encoder is sha256 {encoder.sha256} "
             f"({encoder.source}); rebuild it with `twostage index`"
         )
+    built, served = (index.query_prompt, index.passage_prompt), (encoder.query_prompt, encoder.passage_prompt)
+    if built != served:
+        raise IndexMismatchError(
+            f"index {index_dir} was built for (query, passage) prompts {built}, the served bi-encoder uses "
+            f"{served}; rebuild it with `twostage index`"
+        )
     if encoder.dims is not None and index.dims != encoder.dims:
         raise IndexMismatchError(
             f"index {index_dir} holds {index.dims}-d vectors, the served bi-encoder embeds {encoder.dims}-d"

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from handler.docstore import DOCSTORE_NAME, Chunk, write_docstore
-from handler.manifest import IndexManifest, write_manifest
+from handler.manifest import MANIFEST_NAME, IndexManifest, ModelManifest, read_manifest, write_manifest
 from handler.onnx_model import Encoder, available_cpus
 from handler.sparse_index import build_bm25
 from handler.vector_index import INDEX_NAME
@@ -28,7 +28,9 @@ def chunk_corpus(
     tokenizer = Tokenizer.from_file(str(encoder.model_dir / "tokenizer.json"))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    chunker = Chunker(tokenizer, encoder.manifest.max_length, overlap)
+    # The passage prompt is embedded with every chunk: it takes its tokens from the window.
+    prompt = len(tokenizer.encode(encoder.manifest.passage_prompt, add_special_tokens=False).ids)
+    chunker = Chunker(tokenizer, encoder.manifest.max_length - prompt, overlap)
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for doc in read_corpus(corpus, fields):
@@ -47,7 +49,7 @@ def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int) -> np.n
     with tqdm(total=len(chunks), desc="embedding", unit="chunk") as bar:
         for start in range(0, len(chunks), batch_size):
             batch = chunks[start : start + batch_size]
-            vectors[start : start + len(batch)] = encoder.embed([c.passage for c in batch])
+            vectors[start : start + len(batch)] = encoder.embed_passages([c.passage for c in batch])
             bar.update(len(batch))
     return vectors
 
@@ -63,6 +65,25 @@ def build_hnsw(vectors: np.ndarray, settings: IndexSettings) -> hnswlib.Index:
     index.add_items(vectors, np.arange(len(vectors)), num_threads=available_cpus())
     index.set_ef(settings.ef_search)
     return index
+
+
+def ensure_index(settings: IndexSettings) -> Path:
+    """The index at settings' target, reused when it was built from the same corpus and chunking with
+    the served encoder and its prompts (and has BM25), else built."""
+    target = settings.index_path or settings.artifacts_dir / "index"
+    if (target / MANIFEST_NAME).is_file():
+        built = read_manifest(target, IndexManifest)
+        encoder = read_manifest(settings.artifacts_dir / "models" / "bi", ModelManifest)
+        same = (
+            Path(built.corpus).resolve() == Path(settings.corpus).resolve()  # ./ vs /abs
+            and getattr(built, "chunking", True) == settings.chunking
+            and built.encoder_sha256 == encoder.sha256
+            and (built.query_prompt, built.passage_prompt) == (encoder.query_prompt, encoder.passage_prompt)
+        )
+        if same and built.bm25:
+            return target
+    build_index(settings)
+    return target
 
 
 def build_index(settings: IndexSettings) -> IndexManifest:
@@ -109,6 +130,8 @@ def build_index(settings: IndexSettings) -> IndexManifest:
         chunking=settings.chunking,
         pooling=encoder.manifest.pooling,
         normalize=encoder.manifest.normalize,
+        query_prompt=encoder.manifest.query_prompt,
+        passage_prompt=encoder.manifest.passage_prompt,
         corpus=str(settings.corpus),
         bm25=bm25,
         documents=docs,

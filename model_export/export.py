@@ -11,14 +11,16 @@ from importlib import metadata
 from pathlib import Path
 
 from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
-from model_export.head import fold_head
+from model_export.head import HeadError, fold_head, fold_label_margin, positive_label
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
 from model_export.source import (
+    UnsupportedModel,
     encoder_config,
     max_length_of,
     packaged_minilm_dir,
     packaged_reranker_dir,
+    position_range,
     resolve_model_dir,
 )
 
@@ -137,21 +139,57 @@ def task_of(kind: str, source_dir: Path) -> str:
     return "feature-extraction" if kind == "cross" and (source_dir / HEAD_FILE).is_file() else TASKS[kind]
 
 
+def cross_head(source_dir: Path, settings: ExportSettings) -> dict:
+    """How the cross-encoder's output becomes one logit per pair: our folded head, a one-label head as
+    is, or a two-label head's margin (positive class from id2label). Anything else fails here, before
+    the export runs."""
+    if (source_dir / HEAD_FILE).is_file():
+        return {"kind": "mean-pooled linear, folded into the graph"}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(source_dir))
+    if config.num_labels == 1:
+        return {"kind": "one logit"}
+    try:
+        positive = positive_label(config.id2label, settings.positive_label)
+    except HeadError as error:
+        raise ExportError(f"{source_dir}: {error}") from None
+    labels = {int(i): name for i, name in config.id2label.items()}
+    return {"kind": "two-label margin: logit[positive] − logit[other]", "positive": positive, "labels": labels}
+
+
+def max_length_for(source_dir: Path, config, settings: ExportSettings) -> tuple[int, dict]:
+    """The tokens served: the model's declared length, capped by its position range and the settings."""
+    limits = {"model": settings.max_length or max_length_of(source_dir), "positions": position_range(config)}
+    if not settings.max_length:
+        limits["max_length_cap"] = settings.max_length_cap
+    return min(limits.values()), limits
+
+
 def _manifest(
-    kind: str, source: str, source_dir: Path, onnx_path: Path, settings: ExportSettings, quantization: dict | None
+    kind: str,
+    source: str,
+    source_dir: Path,
+    onnx_path: Path,
+    settings: ExportSettings,
+    quantization: dict | None,
+    head: dict | None,
 ) -> ModelManifest:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(source_dir))
-    max_length = settings.max_length or max_length_of(source_dir)
-    fields: dict = {}
-    if kind == "cross" and (source_dir / HEAD_FILE).is_file():
-        fields = {"head": "mean-pooled linear, folded into the graph"}
+    max_length, limits = max_length_for(source_dir, config, settings)
+    fields: dict = {"max_length_limits": limits}
+    if head is not None:
+        fields["head"] = head["kind"]
+        fields |= {"labels": head["labels"], "positive_label": head["positive"]} if "labels" in head else {}
     if (source_dir / CALIBRATION_FILE).is_file():  # fitted by `twostage calibrate` on this model's export
         fields["calibration"] = json.loads((source_dir / CALIBRATION_FILE).read_text())
     if kind == "bi":
         enc = encoder_config(source_dir)
-        fields = {"pooling": enc.pooling, "normalize": enc.normalize, "dims": config.hidden_size}
+        fields |= {"pooling": enc.pooling, "normalize": enc.normalize, "dims": config.hidden_size}
+        fields["query_prompt"] = enc.query_prompt if settings.query_prompt is None else settings.query_prompt
+        fields["passage_prompt"] = enc.passage_prompt if settings.passage_prompt is None else settings.passage_prompt
     return ModelManifest(
         kind=kind,
         source=source,
@@ -159,7 +197,7 @@ def _manifest(
         onnx_file="model.onnx",
         sha256=sha256_file(onnx_path),
         size_bytes=onnx_path.stat().st_size,
-        max_length=min(max_length, config.max_position_embeddings),
+        max_length=max_length,
         pad_id=config.pad_token_id or 0,
         quantization=quantization,
         libraries=library_versions(),
@@ -167,11 +205,15 @@ def _manifest(
     )
 
 
-def _install(onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path, quantization: dict | None) -> Path:
+def _install(
+    onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path, quantization: dict | None, head: dict | None
+) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(onnx_file, target_dir / "model.onnx")
     if (source_dir / HEAD_FILE).is_file():  # our own cross-encoder: the graph ends in its logit
         fold_head(target_dir / "model.onnx", source_dir / HEAD_FILE)
+    elif head and "positive" in head:  # two labels: the graph ends in their margin
+        fold_label_margin(target_dir / "model.onnx", head["positive"])
     if quantization and quantization["dtype"] == "int8":
         save_ort_optimizations(target_dir / "model.onnx")
     for name in RUNTIME_FILES:
@@ -191,12 +233,18 @@ def _check_parity(kind: str, source_dir: Path, target_dir: Path, settings: Expor
 def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, settings: ExportSettings) -> ModelManifest:
     """Export, quantise, install into target_dir with a manifest carrying the parity report."""
     started = time.perf_counter()
+    try:  # what the runtime could not reproduce fails before the export runs
+        head = cross_head(source_dir, settings) if kind == "cross" else None
+        if kind == "bi":
+            encoder_config(source_dir)
+    except UnsupportedModel as error:
+        raise ExportError(str(error)) from None
     with tempfile.TemporaryDirectory(prefix=f"twostage-{kind}-") as tmp:
         work = Path(tmp)
         fp32 = onnx_export(source_dir, work, task_of(kind, source_dir))
         for onnx_file, quantization in _precisions(kind, work, fp32, settings):
-            installed = _install(onnx_file, work, source_dir, target_dir, quantization)
-            manifest = _manifest(kind, source, source_dir, installed, settings, quantization)
+            installed = _install(onnx_file, work, source_dir, target_dir, quantization, head)
+            manifest = _manifest(kind, source, source_dir, installed, settings, quantization, head)
             write_manifest(target_dir, manifest)
             report, failures = _check_parity(kind, source_dir, target_dir, settings)
             if not failures:

@@ -62,24 +62,32 @@ PROBE_PAIRS = [
 
 
 def bi_parity(source_dir: Path, onnx_dir: Path) -> dict:
-    """Cosine between the PyTorch sentence-transformers embedding and ours, per probe text."""
+    """Cosine between the PyTorch sentence-transformers embedding and ours, per probe text, each probe
+    embedded as a query and as a passage (with the prompts the export recorded)."""
     from sentence_transformers import SentenceTransformer
 
-    reference = SentenceTransformer(str(source_dir), device="cpu").encode(
-        PROBE_TEXTS, convert_to_numpy=True, normalize_embeddings=True
+    reference_model = SentenceTransformer(str(source_dir), device="cpu")
+    encoder = Encoder(onnx_dir)
+    prompts = (encoder.manifest.query_prompt, encoder.manifest.passage_prompt)
+    reference = np.concatenate(
+        [
+            reference_model.encode(PROBE_TEXTS, prompt=p, convert_to_numpy=True, normalize_embeddings=True)
+            for p in prompts
+        ]
     )
-    ours = Encoder(onnx_dir).embed(PROBE_TEXTS)
+    ours = np.concatenate([encoder.embed_queries(PROBE_TEXTS), encoder.embed_passages(PROBE_TEXTS)])
     ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     cosine = (reference * ours).sum(axis=1)
     return {
-        "probes": len(PROBE_TEXTS),
+        "probes": len(reference),
         "cosine_mean": round(float(cosine.mean()), 5),
         "cosine_min": round(float(cosine.min()), 5),
     }
 
 
-def _torch_cross_encoder(source_dir: Path):
-    """The PyTorch original: our mean-pooled head model, or a stock sequence-classification model."""
+def _torch_cross_encoder(source_dir: Path, positive: int | None):
+    """The PyTorch original: our mean-pooled head model, or a stock sequence-classification model
+    (a two-label head as the margin the export folds in)."""
     from transformers import AutoModelForSequenceClassification
 
     if (source_dir / HEAD_FILE).is_file():
@@ -87,15 +95,22 @@ def _torch_cross_encoder(source_dir: Path):
 
         return MeanPoolCrossEncoder.load(source_dir)
     model = AutoModelForSequenceClassification.from_pretrained(str(source_dir)).eval()
-    return lambda **batch: model(**batch).logits
+    if positive is None:
+        return lambda **batch: model(**batch).logits
+
+    def margin(**batch):
+        logits = model(**batch).logits
+        return logits[:, positive] - logits[:, 1 - positive]
+
+    return margin
 
 
-def _torch_logits(source_dir: Path, max_length: int) -> np.ndarray:
+def _torch_logits(source_dir: Path, max_length: int, positive: int | None = None) -> np.ndarray:
     import torch
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source_dir))
-    model = _torch_cross_encoder(source_dir)
+    model = _torch_cross_encoder(source_dir, positive)
     queries, passages = zip(*PROBE_PAIRS, strict=True)
     batch = tokenizer(
         list(queries), list(passages), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
@@ -112,7 +127,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def cross_parity(source_dir: Path, onnx_dir: Path) -> dict:
     """Spearman of the scores and the largest change of the sigmoid score, ONNX vs PyTorch."""
     model = CrossEncoder(onnx_dir)
-    reference = _torch_logits(source_dir, model.manifest.max_length)
+    reference = _torch_logits(source_dir, model.manifest.max_length, model.manifest.positive_label)
     ours = np.concatenate([model.logits(q, [p]) for q, p in PROBE_PAIRS])
     delta = float(np.abs(reference - ours).max())
     spread = float(reference.max() - reference.min())

@@ -26,7 +26,21 @@ class ExportSettings(BaseSettings):
     quantize: Literal["int8", "fp16", "none"] = Field(
         "int8", description="int8 = dynamic, per-channel weights (CPU); fp16 = GPU-fused graph in half precision"
     )
-    max_length: int | None = Field(None, ge=8, description="override the model's max tokens")
+    max_length: int | None = Field(
+        None, ge=8, description="override the model's max tokens (still within its positions)"
+    )
+    # Attention is quadratic: an 8,192-token ModernBERT would make one pair cost what 16 short ones do.
+    max_length_cap: int = Field(512, ge=8, description="cap on the model's declared max tokens (unless --max-length)")
+    query_prompt: str | None = Field(
+        None, description="bi: text put before every query (default: the model's sentence-transformers prompt)"
+    )
+    passage_prompt: str | None = Field(
+        None,
+        description="bi: text put before every indexed passage (default: the model's sentence-transformers prompt)",
+    )
+    positive_label: str | None = Field(
+        None, description="cross, two-label head: the relevant label's name or index (default: read from id2label)"
+    )
     # Measured on all-MiniLM-L6-v2 int8 per-channel: mean .990, worst probe .969 (the one-word "ok").
     min_cosine_mean: float = Field(0.985, description="bi parity gate: mean cosine to PyTorch over the probes")
     min_cosine_min: float = Field(0.93, description="bi parity gate: worst single-probe cosine to PyTorch")

@@ -31,11 +31,34 @@ def resolve_model_dir(id_or_path: str | Path) -> Path:
     return Path(snapshot_download(repo_id=str(id_or_path)))
 
 
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+# sentence-transformers' legacy config keys, in its concatenation order
+LEGACY_POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+# Modules whose effect the runtime reproduces; anything else (Dense, a Router, …) would be silently dropped.
+SERVED_MODULES = ("Transformer", "Pooling", "Normalize")
+# sentence-transformers' encode_query / encode_document names, in their order, then nomic's task prefixes
+QUERY_PROMPT_NAMES = ("query", "search_query")
+PASSAGE_PROMPT_NAMES = ("document", "passage", "corpus", "search_document")
+
+
+class UnsupportedModel(ValueError):
+    """The model declares something the runtime would not reproduce: a message naming it."""
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     pooling: str
     normalize: bool
     max_length: int
+    query_prompt: str = ""
+    passage_prompt: str = ""
 
 
 def _read_json(path: Path) -> dict:
@@ -53,12 +76,54 @@ def max_length_of(model_dir: Path) -> int:
     return int(_read_json(model_dir / "config.json").get("max_position_embeddings", 512))
 
 
+def position_range(config) -> int:
+    """Tokens the model's positions can hold: RoBERTa-style embeddings start after the pad id (514 → 512)."""
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    if config.model_type in ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "longformer"):
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def pooling_of(config: dict, where: Path) -> str:
+    """The one pooling mode a sentence-transformers Pooling config declares (new or legacy keys)."""
+    if "pooling_mode" in config:
+        mode = config["pooling_mode"]
+        modes = [mode] if isinstance(mode, str) else list(mode)
+    else:
+        modes = [name for key, name in LEGACY_POOLING_KEYS.items() if config.get(key)] or ["mean"]
+    if len(modes) != 1 or modes[0] not in POOLING_MODES:
+        raise UnsupportedModel(
+            f"{where}: pooling {modes} (concatenated or unknown modes) is not served; one of {POOLING_MODES}"
+        )
+    if config.get("include_prompt") is False:
+        raise UnsupportedModel(f"{where}: include_prompt false (prompt tokens left out of pooling) is not served")
+    return modes[0]
+
+
+def prompts_of(model_dir: Path) -> tuple[str, str]:
+    """(query, passage) prompts as the model's sentence-transformers config names them, in the order
+    encode_query / encode_document look for them. Empty entries are skipped: sentence-transformers 5
+    itself adds an empty "document" at load, which would hide an E5 model's saved "passage: "."""
+    st = _read_json(model_dir / "config_sentence_transformers.json")
+    prompts = {name: text for name, text in (st.get("prompts") or {}).items() if text}
+    default = prompts.get(st.get("default_prompt_name") or "", "")
+    query = next((prompts[n] for n in QUERY_PROMPT_NAMES if n in prompts), default)
+    passage = next((prompts[n] for n in PASSAGE_PROMPT_NAMES if n in prompts), default)
+    return query, passage
+
+
 def encoder_config(model_dir: Path) -> EncoderConfig:
-    """Pooling and normalisation as the sentence-transformers modules declare them (mean, no
-    normalisation when the model has no sentence-transformers config)."""
+    """Pooling, normalisation and prompts as the sentence-transformers files declare them (mean, no
+    normalisation, no prompts when the model has no sentence-transformers config)."""
     modules = _read_json(model_dir / "modules.json") or []
+    unknown = [m.get("type") for m in modules if not m.get("type", "").endswith(SERVED_MODULES)]
+    if unknown:
+        raise UnsupportedModel(
+            f"{model_dir / 'modules.json'}: modules {unknown} are not served (only {SERVED_MODULES})"
+        )
     normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
     pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
-    pooling_cfg = _read_json(model_dir / pooling_dir / "config.json")
-    pooling = "cls" if pooling_cfg.get("pooling_mode_cls_token") else "mean"
-    return EncoderConfig(pooling=pooling, normalize=normalize, max_length=max_length_of(model_dir))
+    pooling_file = model_dir / pooling_dir / "config.json"
+    pooling = pooling_of(_read_json(pooling_file), pooling_file)
+    query, passage = prompts_of(model_dir)
+    return EncoderConfig(pooling, normalize, max_length_of(model_dir), query, passage)

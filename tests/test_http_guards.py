@@ -201,6 +201,11 @@ def test_serve_writes_the_same_json_log_and_emf_lines(server, server_log):
     (line,) = [entry for entry in lines if entry.get("requestId") == "abc-123"]
     assert (line["message"], line["route"], line["status"], line["refused"]) == ("request", "/search", 200, False)
     assert line["candidates"] > 0 and "rerank_ms" in line["timings"] and line["level"] == "INFO"
+    # the log is a score trace `twostage calibrate --traces` reads (EMF and other lines are skipped)
+    from evaluation.calibrate import best_of_trace
+
+    assert line["best_score"] == pytest.approx(scores[0], abs=1e-6)
+    assert line["best_score"] in [best_of_trace(text) for text in server_log.read_text().splitlines()]
     assert any("_aws" in entry and entry["route"] == "/search" for entry in lines)
     unauthorised = [entry for entry in lines if entry.get("status") == 401]
     assert unauthorised and all("timings" not in entry for entry in unauthorised)  # refused before any work

@@ -7,7 +7,7 @@ import random
 from tqdm import tqdm
 
 from evaluation.beir import load_beir
-from evaluation.evaluate import ensure_index
+from evaluation.evaluate import eval_index
 from evaluation.settings import EvalSettings
 from handler.docstore import DOCSTORE_NAME, DocStore
 from handler.onnx_model import Encoder
@@ -22,7 +22,7 @@ from training.settings import TrainSettings
 
 def _stage1(settings: TrainSettings) -> Retriever:
     """Stage 1 only (no reranker): negatives come from the candidates a reranker will really see."""
-    index_dir = ensure_index(
+    index_dir = eval_index(
         EvalSettings(data=settings.data, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir)
     )
     encoder = Encoder(settings.artifacts_dir / "models" / "bi")
