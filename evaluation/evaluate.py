@@ -58,6 +58,22 @@ def eval_index(settings: EvalSettings) -> Path:
     )
 
 
+def eval_collection(settings: EvalSettings, index_dir: Path) -> None:
+    """The Qdrant collection holding the eval index's chunks and its very vectors (a comparison of
+    the stores alone); a later run finds them there and copies nothing."""
+    from index_build.qdrant_load import load_collection
+    from index_build.settings import IndexSettings
+
+    load_collection(
+        IndexSettings(
+            artifacts_dir=settings.artifacts_dir,
+            from_index=index_dir,
+            chunking=settings.chunking,
+            **settings.stage1_store(),
+        )
+    )
+
+
 def _without(chunks, candidates, excluded: dict) -> tuple[list, list]:
     keep = [i for i, c in enumerate(chunks) if c.doc_id not in excluded]
     return [chunks[i] for i in keep], [candidates[i] for i in keep]
@@ -139,11 +155,14 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         data.qrels = {q: data.qrels[q] for q in data.queries}
     exclude = read_pairs(settings.exclude) if settings.exclude else {}
     index_dir = eval_index(settings)
+    if settings.stage1 == "qdrant":
+        eval_collection(settings, index_dir)
     served = Settings(
         artifacts_dir=settings.artifacts_dir,
         index_path=index_dir,
         floor=settings.floor,
         rerank_max_length=settings.rerank_max_length,
+        **settings.stage1_store(),
     )
     retriever = Retriever.from_settings(served)
     started = time.perf_counter()

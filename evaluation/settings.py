@@ -8,10 +8,10 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
 
-from handler.settings import artifacts_dir_field, command_config, rerank_max_length_field
+from handler.settings import Stage1Store, artifacts_dir_field, command_config, rerank_max_length_field
 
 
-class EvalSettings(BaseSettings):
+class EvalSettings(Stage1Store):
     model_config = command_config("eval")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory")

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from handler.admission import Admission, stop_on_disconnect
 from handler.auth import BearerAuth
 from handler.batching import Overloaded
-from handler.errors import Cancelled, InvalidRequest, TooMuchWork
+from handler.errors import Cancelled, InvalidRequest, Stage1Unavailable, TooMuchWork
 from handler.observability import RequestLog
 from handler.openapi import DOCS_HTML, Limits, openapi_document
 from handler.pipeline import Retriever
@@ -155,6 +155,11 @@ async def _on_too_much_work(request: Request, exc: TooMuchWork) -> JSONResponse:
     return _error(413, "too_much_work", [{"field": exc.field, "message": exc.message}])
 
 
+async def _on_stage1_unavailable(request: Request, exc: Stage1Unavailable) -> JSONResponse:
+    details = [{"field": "server", "message": f"stage 1 is unavailable ({exc}); retry later"}]
+    return _error(503, "stage1_unavailable", details, {"Retry-After": str(RETRY_AFTER_S)})
+
+
 async def _on_cancelled(request: Request, exc: Cancelled) -> JSONResponse:
     return _error(499, "client_closed_request", [{"field": "client", "message": str(exc)}])  # nobody reads it
 
@@ -167,6 +172,7 @@ EXCEPTION_HANDLERS = {
     InvalidRequest: _on_invalid,
     TooMuchWork: _on_too_much_work,
     Cancelled: _on_cancelled,
+    Stage1Unavailable: _on_stage1_unavailable,
 }
 INTERNAL_ERROR = {"error": "internal_error", "message": "internal error", "details": []}
 
@@ -266,7 +272,7 @@ def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) 
         problems={PurePath(path).name: problem for path, problem in problems.items()},
         bi=model(bi, bi_conventions),
         cross=model(cross, cross_conventions),
-        index={"chunks": len(retriever.index), "documents": retriever.index.manifest.documents},
+        index=retriever.stage1.describe(),
         floor=retriever.floor,
         floor_source=retriever.floor_source,
         load_ms=retriever.load_ms,

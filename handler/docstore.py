@@ -28,7 +28,7 @@ CREATE INDEX chunks_doc_id ON chunks (doc_id);
 
 @dataclass(frozen=True)
 class Chunk:
-    label: int
+    label: int | str  # the stage-1 store's key: hnswlib label (SQLite row) or Qdrant point id
     doc_id: str
     chunk: int
     title: str

@@ -19,5 +19,14 @@ class TooMuchWork(ValueError):
         self.field, self.message = field, message
 
 
+class IndexMismatchError(RuntimeError):
+    """The stage-1 store was built for another encoder (sha256, prompts, dims): init fails, naming both."""
+
+
+class Stage1Unavailable(RuntimeError):
+    """The stage-1 store cannot answer now (a Qdrant cluster unreachable or too slow): 503 with
+    Retry-After for /search; /rerank needs no stage 1 and keeps working."""
+
+
 class Cancelled(RuntimeError):
     """The caller went away (its client disconnected): the work stops between stages and batches."""

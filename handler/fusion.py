@@ -11,7 +11,7 @@ Sides = dict[str, tuple[np.ndarray, np.ndarray]]  # side name → (labels, score
 
 @dataclass
 class Candidate:
-    label: int
+    label: int | str  # the stage-1 store's key: an hnswlib label or a Qdrant point id
     score: float  # the stage-1 score that ranked it (cosine, BM25 or fused)
     found_by: list[str] = field(default_factory=list)
     similarity: float | None = None  # bi-encoder cosine (set by the dense side, else filled in after fusion)

@@ -13,20 +13,32 @@ from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
 from handler.deadline import RerankRate
-from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
-from handler.errors import Cancelled, InvalidRequest, TooMuchWork
+from handler.docstore import Chunk
+from handler.errors import Cancelled, InvalidRequest, Stage1Unavailable, TooMuchWork
 from handler.fusion import Candidate
 from handler.loading import PendingModels, start_loading
 from handler.manifest import ModelManifest, read_manifest
 from handler.onnx_model import Encoder
 from handler.results import Reranked, Result, SearchAnswer
 from handler.settings import Settings
-from handler.sparse_index import BM25Index
-from handler.types import CrossScorer, has_visible_text
-from handler.vector_index import VectorIndex
+from handler.types import CrossScorer, Stage1, has_visible_text
 from handler.verify import ArtifactError
 
 log = logging.getLogger(__name__)
+
+
+def load_stage1(settings: Settings, encoder: ModelManifest, lap) -> Stage1:
+    """The configured stage-1 store, checked against the served encoder; qdrant-client is imported
+    only when the backend is qdrant."""
+    if settings.stage1 == "qdrant":
+        from handler.qdrant_stage1 import QdrantStage1
+
+        stage1 = QdrantStage1.connect(settings, encoder)
+        lap("qdrant_connect")
+        return stage1
+    from handler.local_stage1 import LocalStage1
+
+    return LocalStage1.load(settings.index_dir, encoder, settings.verify == "full", lap)
 
 
 class _Clock:
@@ -75,9 +87,7 @@ def _check_stop(stop: threading.Event | None, where: str) -> None:
 class Retriever:
     encoder: Encoder
     cross: CrossScorer
-    index: VectorIndex
-    docs: DocStore
-    bm25: BM25Index | None
+    stage1: Stage1
     floor: float
     floor_source: str
     settings: Settings
@@ -93,13 +103,7 @@ class Retriever:
         it before its other imports), else it starts here, beside the index load."""
         models = models or start_loading(settings)
         clock = _Clock()  # cold start, part by part (benchmarks/cold_start.py, /health)
-        full = settings.verify == "full"
-        index = VectorIndex(settings.index_dir, read_manifest(settings.bi_dir, ModelManifest), checksum=full)
-        clock.lap("ann_index")
-        docs = DocStore(settings.index_dir / DOCSTORE_NAME, len(index), full)
-        clock.lap("docstore")
-        bm25 = BM25Index(settings.index_dir, index.manifest, full) if index.manifest.bm25 else None
-        clock.lap("bm25")
+        stage1 = load_stage1(settings, read_manifest(settings.bi_dir, ModelManifest), clock.lap)
         loaded = models.result()
         clock.lap("models_wait")
         cross = loaded.cross
@@ -115,9 +119,11 @@ class Retriever:
         floor, source = cls._default_floor(settings, cross)
         calibration = Calibration.from_dict(cross.manifest.calibration)
         load_ms = loaded.load_ms | clock.laps
-        log.info("loaded %d chunks (bm25: %s); floor %.3f (%s); %s", len(index), bool(bm25), floor, source, load_ms)
+        log.info(
+            "stage 1 %s (bm25: %s); floor %.3f (%s); %s", stage1.describe(), stage1.has_bm25, floor, source, load_ms
+        )
         rate = RerankRate(settings.rerank_tokens_per_s)
-        return cls(loaded.encoder, cross, index, docs, bm25, floor, source, settings, calibration, load_ms, rate=rate)
+        return cls(loaded.encoder, cross, stage1, floor, source, settings, calibration, load_ms, rate=rate)
 
     @property
     def default_mode(self) -> str:
@@ -126,7 +132,7 @@ class Retriever:
 
     @property
     def modes(self) -> set[str]:
-        return {"dense", "bm25", "hybrid"} if self.bm25 else {"dense"}
+        return {"dense", "bm25", "hybrid"} if self.stage1.has_bm25 else {"dense"}
 
     @staticmethod
     def _default_floor(settings: Settings, cross: CrossScorer) -> tuple[float, str]:
@@ -148,17 +154,12 @@ class Retriever:
         depth = (self.settings.hybrid_depth or recall_k) if mode == "hybrid" else recall_k
         vector = self.encoder.embed_queries([query])[0]
         clock.lap("embed")
-        sides = {}
-        if mode in ("dense", "hybrid"):
-            sides["dense"] = self.index.search(vector, depth)
-            clock.lap("ann")
-        if mode in ("bm25", "hybrid"):
-            sides["bm25"] = self.bm25.search(query, depth)
-            clock.lap("bm25")
+        wanted = ("dense", "bm25") if mode == "hybrid" else (mode,)
+        sides = self.stage1.candidates(vector, query, wanted, depth, clock.lap)
         candidates = self._fuse(sides)[:recall_k] if mode == "hybrid" else fusion.single(sides)
         self._fill_similarity(vector, candidates)
         clock.lap("fuse")
-        chunks = self.docs.fetch([c.label for c in candidates])
+        chunks = self.stage1.fetch([c.label for c in candidates])
         clock.lap("fetch")
         return chunks, candidates
 
@@ -167,7 +168,7 @@ class Retriever:
         missing = [c for c in candidates if c.similarity is None]
         if missing:
             for candidate, cosine in zip(
-                missing, self.index.similarity(vector, [c.label for c in missing]), strict=True
+                missing, self.stage1.similarity(vector, [c.label for c in missing]), strict=True
             ):
                 candidate.similarity = float(cosine)
 
@@ -300,9 +301,10 @@ class Retriever:
         )
 
     def close(self) -> None:
-        """Drain the dynamic batcher, if any (graceful shutdown)."""
+        """Drain the dynamic batcher, if any, and close the stage-1 store's connections (graceful shutdown)."""
         if isinstance(self.cross, BatchedCrossEncoder):
             self.cross.close()
+        self.stage1.close()
 
     def rerank(
         self,
@@ -333,7 +335,9 @@ class Retriever:
     def problems(self) -> dict[str, str]:
         """Components that failed at request time or fail a cheap read now (empty: healthy)."""
         try:
-            self.docs.ping()
+            self.stage1.ping()
         except ArtifactError as error:
             self.broken[error.path] = error.problem
+        except Stage1Unavailable as error:  # not broken for good: it clears when the cluster answers again
+            return dict(self.broken) | {"stage1": str(error)}
         return dict(self.broken)

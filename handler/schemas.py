@@ -67,6 +67,7 @@ class Timings(BaseModel):
     embed_ms: float = 0.0
     ann_ms: float = 0.0
     bm25_ms: float = 0.0
+    qdrant_ms: float = Field(0.0, description="stage 1 on Qdrant: one round trip for every side")
     fuse_ms: float = 0.0
     fetch_ms: float = 0.0
     rerank_ms: float = 0.0
@@ -190,7 +191,9 @@ class HealthResponse(BaseModel):
     problems: dict[str, str] = Field({}, description="broken component (file name) → what failed")
     bi: ModelInfo
     cross: ModelInfo
-    index: dict[str, int] = Field(description="chunks and documents in the loaded index")
+    index: dict[str, int | str | None] = Field(
+        description="the stage-1 store: backend (local or qdrant), chunks and documents (qdrant: collection, state)"
+    )
     floor: float
     floor_source: str = Field(description="where the floor came from: setting, calibration or default")
     load_ms: dict[str, float] = Field(description="what each part of init cost")

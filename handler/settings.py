@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="ignore", populate_by_name=True)
@@ -30,6 +30,55 @@ def artifacts_dir_field(description: str):
     )
 
 
+def shared_field(default, name: str, description: str, **kwargs):
+    """A setting every command reads from the same env var TWOSTAGE_<NAME> (the stage-1 store is one
+    thing for `twostage index` and for serving), beside its flag's own name."""
+    alias = AliasChoices(f"TWOSTAGE_{name.upper()}")
+    return Field(default, validation_alias=alias, description=description, **kwargs)
+
+
+class Stage1Store(BaseSettings):
+    """Where stage 1 lives: the local artifact, or a Qdrant collection (a cluster, or qdrant-client's
+    local mode in a directory). Shared by `twostage index` and serving."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    stage1: Literal["local", "qdrant"] = shared_field(
+        "local", "stage1", "stage-1 store: local (hnswlib + BM25 + SQLite in the artifact) or qdrant"
+    )
+    qdrant_url: str | None = shared_field(None, "qdrant_url", "Qdrant cluster URL (https://…:6333)")
+    qdrant_path: Path | None = shared_field(
+        None, "qdrant_path", "a directory for qdrant-client's local mode instead of a URL (tests, one process)"
+    )
+    qdrant_collection: str = shared_field("twostage", "qdrant_collection", "the Qdrant collection")
+    qdrant_api_key: SecretStr | None = shared_field(None, "qdrant_api_key", "Qdrant API key")
+    qdrant_api_key_secret_arn: str | None = shared_field(
+        None, "qdrant_api_key_secret_arn", "an AWS Secrets Manager secret holding the API key (read once at init)"
+    )
+    qdrant_timeout_s: int = shared_field(
+        2, "qdrant_timeout_s", "per Qdrant call; past it /search answers 503 (well inside the Lambda timeout)", ge=1
+    )
+
+    qdrant_hnsw_ef: int = shared_field(
+        128, "qdrant_hnsw_ef", "Qdrant's HNSW search breadth for the dense side (at least the depth asked)", ge=1
+    )
+
+    @field_validator("qdrant_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if value in ("", None) else value
+
+    def stage1_store(self) -> dict:
+        """These settings alone, to hand to another command's settings."""
+        return {name: getattr(self, name) for name in Stage1Store.model_fields}
+
+    @model_validator(mode="after")
+    def _qdrant_needs_a_place(self):
+        if self.stage1 == "qdrant" and (self.qdrant_url is None) == (self.qdrant_path is None):
+            raise ValueError("stage1 qdrant needs exactly one of qdrant_url and qdrant_path")
+        return self
+
+
 def rerank_max_length_field():
     """Tokens per rerank pair, below the reranker's own max length; the same bound for serving and eval."""
     return Field(
@@ -40,7 +89,7 @@ def rerank_max_length_field():
     )
 
 
-class Settings(BaseSettings):
+class Settings(Stage1Store):
     model_config = SETTINGS_CONFIG
 
     artifacts_dir: Path = artifacts_dir_field("holds models/bi, models/cross and index")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from handler.errors import IndexMismatchError
 from handler.manifest import IndexManifest
-from handler.vector_index import IndexMismatchError
 from handler.verify import ArtifactError, check_bm25_arrays
 
 BM25_DIR = "bm25"
@@ -76,3 +78,27 @@ def build_bm25(passages: list[str], target: Path, settings: dict) -> None:
     bm25 = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["method"])
     bm25.index(bm25_tokenize(passages, settings), show_progress=False)
     bm25.save(str(target / BM25_DIR), show_progress=False)
+
+
+# BM25 as sparse vectors for a store that computes IDF itself (Qdrant's IDF modifier: ln(1 + (N − df +
+# 0.5)/(df + 0.5)), bm25s' "lucene" IDF): documents carry the term-frequency part, queries their term
+# counts, so the dot product is bm25s' score and the IDF stays right as the collection grows.
+def term_id(token: str) -> int:
+    """A stable 32-bit id per term (no vocabulary to ship: the store and every query agree by hashing)."""
+    return zlib.crc32(token.encode("utf-8"))
+
+
+def bm25_document_vector(tokens: list[str], avgdl: float, k1: float, b: float) -> tuple[list[int], list[float]]:
+    counts = Counter(tokens)
+    norm = k1 * (1 - b + b * len(tokens) / avgdl)
+    weights: dict[int, float] = defaultdict(float)
+    for token, tf in counts.items():
+        weights[term_id(token)] += tf / (tf + norm)
+    return list(weights), list(weights.values())
+
+
+def bm25_query_vector(tokens: list[str]) -> tuple[list[int], list[float]]:
+    weights: dict[int, float] = defaultdict(float)
+    for token in tokens:
+        weights[term_id(token)] += 1.0
+    return list(weights), list(weights.values())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from handler.docstore import Chunk
+from handler.fusion import Sides
 from handler.manifest import ModelManifest
 
 
@@ -25,6 +27,40 @@ class CrossScorer(Protocol):
     def logits(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
 
     def logits_encoded(self, encodings: list[Encoding], stop: threading.Event | None = None) -> np.ndarray: ...
+
+
+class Stage1(Protocol):
+    """Stage 1's store as the pipeline sees it: the local artifact (hnswlib + bm25s + SQLite, the
+    default) or a Qdrant collection. Labels are the store's own chunk keys (hnswlib labels, Qdrant
+    point ids); fusion, rerank, calibration and the response do not depend on which store it is."""
+
+    backend: str
+    has_bm25: bool
+
+    def __len__(self) -> int: ...
+
+    def candidates(
+        self, vector: np.ndarray, query: str, sides: Sequence[str], depth: int, lap: Callable[[str], None]
+    ) -> Sides:
+        """Each asked side's top `depth`: dense with cosines, bm25 with BM25 scores; `lap(name)` after
+        each round of work (the response's timings: ann and bm25, or one qdrant round trip)."""
+        ...
+
+    def similarity(self, vector: np.ndarray, labels: Sequence) -> np.ndarray:
+        """Cosines of these chunks to the query vector (for candidates only BM25 found)."""
+        ...
+
+    def fetch(self, labels: Sequence) -> list[Chunk]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """/health: backend, chunks, documents."""
+        ...
+
+    def ping(self) -> None:
+        """Raise when the store cannot answer now (a damaged file, an unreachable cluster)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 # A query needs one character that is not whitespace, a control or a zero-width/format character. One

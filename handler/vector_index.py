@@ -7,14 +7,11 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from handler.errors import IndexMismatchError
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.verify import check_files, check_index_file
 
 INDEX_NAME = "index.bin"
-
-
-class IndexMismatchError(RuntimeError):
-    pass
 
 
 def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path) -> None:

@@ -44,9 +44,20 @@ def chunk_corpus(
     return chunks
 
 
-def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int) -> np.ndarray:
+def bm25_settings(settings: IndexSettings) -> dict:
+    """How BM25 tokenises and scores, for the local artifact and a Qdrant collection alike."""
+    return {
+        "method": "lucene",
+        "k1": settings.bm25_k1,
+        "b": settings.bm25_b,
+        "stopwords": "en",
+        "stemmer": settings.bm25_stemmer or None,
+    }
+
+
+def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int, progress: bool = True) -> np.ndarray:
     vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
-    with tqdm(total=len(chunks), desc="embedding", unit="chunk") as bar:
+    with tqdm(total=len(chunks), desc="embedding", unit="chunk", disable=not progress) as bar:
         for start in range(0, len(chunks), batch_size):
             batch = chunks[start : start + batch_size]
             vectors[start : start + len(batch)] = encoder.embed_passages([c.passage for c in batch])
@@ -104,14 +115,9 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     write_docstore(staging / DOCSTORE_NAME, chunks)
     bm25 = None
     if settings.bm25:
-        bm25 = {
+        bm25 = bm25_settings(settings) | {
             "library": "bm25s",
             "version": metadata.version("bm25s"),
-            "method": "lucene",
-            "k1": settings.bm25_k1,
-            "b": settings.bm25_b,
-            "stopwords": "en",
-            "stemmer": settings.bm25_stemmer or None,
             "count": len(chunks),
         }
         build_bm25([c.passage for c in chunks], staging, bm25)

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from handler.settings import artifacts_dir_field, command_config
+from handler.settings import Stage1Store, artifacts_dir_field, command_config
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_data" / "corpus.jsonl"
 
 
-class IndexSettings(BaseSettings):
+class IndexSettings(Stage1Store):
     model_config = command_config("index")
 
     corpus: Path = Field(
@@ -35,3 +34,11 @@ class IndexSettings(BaseSettings):
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 b")
     embed_batch_size: int = Field(64, ge=1, description="texts per encoder batch")
     seed: int = Field(0, description="hnswlib random seed")
+    qdrant_shards: int | None = Field(
+        None, ge=1, description="qdrant: shards of a new collection (unset: the cluster's default)"
+    )
+    qdrant_replicas: int | None = Field(None, ge=1, description="qdrant: replication factor of a new collection")
+    qdrant_batch: int = Field(256, ge=1, description="qdrant: points per upsert")
+    from_index: Path | None = Field(
+        None, description="qdrant: load the vectors and chunks of this local index instead of embedding the corpus"
+    )

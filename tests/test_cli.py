@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,6 +153,17 @@ def query_flags(artifacts) -> dict[str, tuple[str, object]]:
         "log_format": ("text", "text"),
         "metrics": (False, False),
         "verify": ("full", "full"),
+        # the local store serves; the Qdrant settings are read all the same (tests/test_qdrant_stage1.py serves them)
+        "stage1": ("local", "local"),
+        "qdrant_url": ("http://127.0.0.1:6333", "http://127.0.0.1:6333"),
+        "qdrant_path": ("/tmp/unused", Path("/tmp/unused")),
+        "qdrant_collection": ("docs", "docs"),
+        "qdrant_api_key_secret_arn": (
+            "arn:aws:secretsmanager:eu-west-1:1:secret:k",
+            "arn:aws:secretsmanager:eu-west-1:1:secret:k",
+        ),
+        "qdrant_timeout_s": ("3", 3),
+        "qdrant_hnsw_ef": ("64", 64),
     }
 
 
@@ -164,7 +176,7 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
     from twostage.cli import main
 
     flags = query_flags(artifacts)
-    assert set(flags) == set(Settings.model_fields) - {"api_key"}  # a new setting needs a row here
+    assert set(flags) == set(Settings.model_fields) - {"api_key", "qdrant_api_key"}  # a new setting needs a row here
     argv = ["query", "What does error E240 mean?", "--json"]
     for name, (value, _) in flags.items():
         flag = "--" + name.replace("_", "-")
@@ -188,6 +200,7 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
 def test_each_environment_variable_means_one_thing():
     """No variable is read by two commands with different meanings (eval's mode was serve's TWOSTAGE_MODE)."""
     from evaluation.settings import CalibrateSettings, EvalSettings
+    from handler.settings import Stage1Store
     from index_build.settings import IndexSettings
     from model_export.settings import ExportSettings
     from training.settings import TrainSettings
@@ -199,7 +212,10 @@ def test_each_environment_variable_means_one_thing():
             for env in env_names(cls, name):
                 readers.setdefault(env, set()).add(cls.__name__)
     shared = {env for env, classes in readers.items() if len(classes) > 1}
-    assert shared == {"ARTIFACTS_DIR", "TWOSTAGE_ARTIFACTS_DIR"}
+    # where stage 1 lives is one thing for index, eval and serving: declared once, in Stage1Store
+    store = {env for name in Stage1Store.model_fields for env in env_names(Stage1Store, name)}
+    assert shared == {"ARTIFACTS_DIR", "TWOSTAGE_ARTIFACTS_DIR"} | store
+    assert all(readers[env] == {"Settings", "IndexSettings", "EvalSettings"} for env in store)
     assert "TWOSTAGE_EVAL_MODE" in readers and "TWOSTAGE_MODE" in readers
 
 

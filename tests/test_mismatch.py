@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 
+from handler.errors import IndexMismatchError
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
-from handler.vector_index import IndexMismatchError
 from index_build.build import build_index
 from index_build.settings import IndexSettings
 from model_export.export import export_all

@@ -159,8 +159,9 @@ def test_prompts_reach_queries_and_indexed_passages(zoo, tmp_path):
 
 
 def test_index_refuses_an_encoder_with_other_prompts(artifacts):
+    from handler.errors import IndexMismatchError
     from handler.manifest import IndexManifest, ModelManifest, read_manifest
-    from handler.vector_index import IndexMismatchError, check_binding
+    from handler.vector_index import check_binding
 
     index = read_manifest(artifacts / "index", IndexManifest)
     encoder = read_manifest(artifacts / "models" / "bi", ModelManifest)

@@ -46,3 +46,46 @@ def test_pruned_runtime_tree_answers_search_without_build_dependencies(runtime_t
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["status"] == 200 and len(report["body"]["results"]) == 3
     assert report["build_only"] == []
+
+
+QDRANT_CHILD = r"""
+import json, sys
+from handler import lambda_function as lf
+from handler.events import http_api_event
+response = lf.handler(http_api_event("POST", "/search", {"query": "E240 ThermoLine", "top_k": 3}), None)
+loaded = [m for m in ("qdrant_client", "hnswlib", "torch", "transformers") if m in sys.modules]
+print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "loaded": loaded}))
+"""
+
+
+def _megabytes(tree: Path) -> float:
+    return sum(p.stat().st_size for p in tree.rglob("*") if p.is_file()) / 1e6
+
+
+def test_qdrant_runtime_tree_serves_stage1_from_qdrant(runtime_tree, artifacts, tmp_path_factory):
+    """EXTRAS=qdrant: the image for TWOSTAGE_STAGE1=qdrant, which carries no index and needs no hnswlib."""
+    from index_build.qdrant_load import load_collection
+    from index_build.settings import IndexSettings
+
+    tree = tmp_path_factory.mktemp("runtime-qdrant")
+    env = dict(os.environ, PIP=f"{sys.executable} -m pip", EXTRAS="qdrant")
+    subprocess.run(
+        ["sh", str(ROOT / "scripts" / "build_runtime.sh"), str(tree)], env=env, check=True, capture_output=True
+    )
+    collection = tmp_path_factory.mktemp("collection")
+    load_collection(IndexSettings(artifacts_dir=artifacts, stage1="qdrant", qdrant_path=collection))
+    models_only = tmp_path_factory.mktemp("models-only")
+    (models_only / "models").symlink_to(artifacts / "models")  # the qdrant image ships no artifacts/index
+    env = {
+        "PATH": os.environ["PATH"],
+        "ARTIFACTS_DIR": str(models_only),
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{tree}",
+        "TWOSTAGE_STAGE1": "qdrant",
+        "TWOSTAGE_QDRANT_PATH": str(collection),
+    }
+    out = subprocess.run([sys.executable, "-S", "-c", QDRANT_CHILD], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["status"] == 200 and len(report["body"]["results"]) == 3
+    assert report["loaded"] == ["qdrant_client"]  # no hnswlib, nothing from the build
+    print(f"runtime tree: {_megabytes(runtime_tree):.0f} MB; with qdrant-client: {_megabytes(tree):.0f} MB")

@@ -3,11 +3,11 @@ import shutil
 
 import pytest
 
+from handler.errors import IndexMismatchError
 from handler.manifest import IndexManifest, read_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
 from handler.sparse_index import BM25Index
-from handler.vector_index import IndexMismatchError
 from tests.test_lambda import invoke
 
 
@@ -18,10 +18,10 @@ def test_bm25_manifest_records_tokenizer_settings(artifacts):
 
 
 def test_bm25_keeps_exact_terms(retriever):
-    labels, scores = retriever.bm25.search("E301 firmware", 5)
-    chunks = retriever.docs.fetch(labels)
+    labels, scores = retriever.stage1.bm25.search("E301 firmware", 5)
+    chunks = retriever.stage1.fetch(labels)
     assert chunks[0].doc_id.endswith("-e301") and list(scores) == sorted(scores, reverse=True)
-    assert len(retriever.bm25.search("the of and", 5)[0]) == 0  # stopwords only: nothing, not noise
+    assert len(retriever.stage1.bm25.search("the of and", 5)[0]) == 0  # stopwords only: nothing, not noise
 
 
 def test_bm25_artifact_from_another_build_is_refused(artifacts, tmp_path):

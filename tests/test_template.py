@@ -46,6 +46,9 @@ def rendered(**overrides) -> dict:
 
     template = loads((ROOT / "template.yaml").read_text())
     params = {name: spec.get("Default") for name, spec in template["Parameters"].items()} | overrides
+    for name, spec in template["Parameters"].items():  # CommaDelimitedList parameters resolve to lists
+        if spec["Type"] == "CommaDelimitedList":
+            params[name] = str(params[name]).split(",")
     conditions: dict[str, bool] = {}
 
     def resolve(node):
@@ -63,6 +66,9 @@ def rendered(**overrides) -> dict:
                 return not resolve(value[0])
             if key == "Fn::Split":
                 return str(resolve(value[1])).split(value[0])
+            if key == "Fn::Join":
+                items = resolve(value[1])
+                return value[0].join(items if isinstance(items, list) else str(items).split(","))
         if isinstance(node, dict):
             items = {k: resolve(v) for k, v in node.items()}
             return {k: v for k, v in items.items() if v is not NO_VALUE}
@@ -138,3 +144,47 @@ def test_gpu_image_runs_as_a_non_root_user():
     users = re.findall(r"^USER (\S+)", dockerfile, re.M)
     assert users and users[-1] not in ("root", "0")
     assert dockerfile.rindex("USER") > dockerfile.rindex("COPY")  # the artifacts are read, not owned
+
+
+def test_default_stage1_is_the_local_index_without_vpc_or_secrets():
+    resources = rendered()
+    function = resources["SearchFunction"]["Properties"]
+    assert function["Environment"]["Variables"]["TWOSTAGE_STAGE1"] == "local"
+    assert not {k for k in function["Environment"]["Variables"] if k.startswith("TWOSTAGE_QDRANT")}
+    assert "VpcConfig" not in function and not {"ReadsQdrantSecret", "UsesVpc"} & set(resources)
+
+
+def test_qdrant_variant_passes_the_cluster_reads_its_secret_and_runs_in_the_vpc():
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:qdrant-key"
+    resources = rendered(
+        Stage1="qdrant",
+        QdrantUrl="https://q.example:6333",
+        QdrantApiKeySecretArn=arn,
+        VpcSubnetIds="subnet-1,subnet-2",
+        VpcSecurityGroupIds="sg-1",
+    )
+    function = resources["SearchFunction"]["Properties"]
+    env = function["Environment"]["Variables"]
+    assert (env["TWOSTAGE_STAGE1"], env["TWOSTAGE_QDRANT_URL"]) == ("qdrant", "https://q.example:6333")
+    assert env["TWOSTAGE_QDRANT_API_KEY_SECRET_ARN"] == arn and env["TWOSTAGE_QDRANT_COLLECTION"] == "twostage"
+    assert function["VpcConfig"] == {"SubnetIds": ["subnet-1", "subnet-2"], "SecurityGroupIds": ["sg-1"]}
+    statement = resources["ReadsQdrantSecret"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert (statement["Action"], statement["Resource"]) == ("secretsmanager:GetSecretValue", arn)
+    assert "UsesVpc" in resources
+
+
+def test_qdrant_without_url_is_refused_by_a_rule():
+    from cfnlint.decode.cfn_yaml import loads
+
+    rules = loads((ROOT / "template.yaml").read_text())["Rules"]
+    assert rules["QdrantNeedsUrl"]["Assertions"][0]["AssertDescription"] == "Stage1=qdrant needs QdrantUrl."
+    assert "VpcNeedsSecurityGroups" in rules
+
+
+def test_the_qdrant_image_target_ships_no_local_index():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)
+    qdrant = next(s for s in stages if re.match(r"\S+ AS qdrant", s))
+    local = next(s for s in stages if re.match(r"\S+ AS local", s))
+    assert "artifacts/index" not in qdrant and "EXTRAS=qdrant" in dockerfile
+    assert "artifacts/index" in local and stages[-1] is local  # a plain `docker build` is the local image

@@ -9,12 +9,10 @@ from tqdm import tqdm
 from evaluation.beir import load_beir
 from evaluation.evaluate import eval_index
 from evaluation.settings import EvalSettings
-from handler.docstore import DOCSTORE_NAME, DocStore
+from handler.local_stage1 import LocalStage1
 from handler.onnx_model import Encoder
 from handler.pipeline import Retriever
 from handler.settings import Settings
-from handler.sparse_index import BM25Index
-from handler.vector_index import VectorIndex
 from index_build.corpus import read_corpus
 from training.data import Example, TrainingData
 from training.settings import TrainSettings
@@ -26,10 +24,9 @@ def _stage1(settings: TrainSettings) -> Retriever:
         EvalSettings(data=settings.data, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir)
     )
     encoder = Encoder(settings.artifacts_dir / "models" / "bi")
-    index = VectorIndex(index_dir, encoder.manifest)
-    bm25 = BM25Index(index_dir, index.manifest) if index.manifest.bm25 else None
+    stage1 = LocalStage1.load(index_dir, encoder.manifest, full=False)
     serving = Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, mode=settings.mine_mode)
-    return Retriever(encoder, None, index, DocStore(index_dir / DOCSTORE_NAME, len(index)), bm25, 0.0, "", serving)
+    return Retriever(encoder, None, stage1, 0.0, "", serving)
 
 
 def mine(query: str, skip: set[str], stage1: Retriever, settings: TrainSettings) -> list[str]:

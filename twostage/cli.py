@@ -10,9 +10,9 @@ import logging
 import os
 import sys
 
+from handler.errors import IndexMismatchError
 from handler.onnx_model import ProviderError
 from handler.settings import Settings
-from handler.vector_index import IndexMismatchError
 from handler.verify import ArtifactError
 from twostage.flags import add_settings_flags, settings_from_args
 
@@ -38,11 +38,31 @@ def cmd_index(parser, args) -> int:
     from index_build.settings import IndexSettings
 
     settings = settings_from_args(parser, IndexSettings, args)
+    if settings.stage1 == "qdrant":
+        return _load_qdrant(settings)
+    if settings.from_index:
+        parser.error("--from-index copies a local index into Qdrant: use it with --stage1 qdrant")
     m = build_index(settings)
     target = settings.index_path or settings.artifacts_dir / "index"
     print(
         f"index: {m.documents} documents, {m.count} chunks in {m.build_seconds}s "
         f"({m.docs_per_second} docs/s embedding) → {target}"
+    )
+    return 0
+
+
+def _load_qdrant(settings) -> int:
+    try:
+        from index_build.qdrant_load import load_collection
+    except ImportError:
+        print("--stage1 qdrant needs qdrant-client: pip install 'twostage[qdrant]'", file=sys.stderr)
+        return 2
+    record = load_collection(settings)
+    build = record["build"]
+    print(
+        f"qdrant: {record['documents']} documents, {record['count']} chunks in {build['seconds']}s "
+        f"({build['embedded']} embedded, {build['copied_from_index']} copied, {build['reused']} reused, "
+        f"{build['deleted']} deleted) → {settings.qdrant_url or settings.qdrant_path} {settings.qdrant_collection!r}"
     )
     return 0
 
