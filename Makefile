@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE ?= 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[build,server,dev,qdrant]"
+	$(BIN)/python -m pip install -q -e ".[build,server,dev,qdrant,distributed]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
-import hnswlib
 import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from handler.docstore import DOCSTORE_NAME, Chunk, write_docstore
+from handler.docstore import Chunk
 from handler.manifest import MANIFEST_NAME, IndexManifest, ModelManifest, read_manifest, write_manifest
-from handler.onnx_model import Encoder, available_cpus
-from handler.sparse_index import build_bm25
-from handler.vector_index import INDEX_NAME
-from handler.verify import describe_files
+from handler.onnx_model import Encoder
+from index_build.assemble import assemble
 from index_build.corpus import DEFAULT_FIELDS, Chunker, Fields, read_corpus
 from index_build.settings import IndexSettings
+from index_build.shards import Reusable, load_reusable, text_hash, write_shard
 
 
 def chunk_corpus(
@@ -44,17 +41,6 @@ def chunk_corpus(
     return chunks
 
 
-def bm25_settings(settings: IndexSettings) -> dict:
-    """How BM25 tokenises and scores, for the local artifact and a Qdrant collection alike."""
-    return {
-        "method": "lucene",
-        "k1": settings.bm25_k1,
-        "b": settings.bm25_b,
-        "stopwords": "en",
-        "stemmer": settings.bm25_stemmer or None,
-    }
-
-
 def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int, progress: bool = True) -> np.ndarray:
     vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
     with tqdm(total=len(chunks), desc="embedding", unit="chunk", disable=not progress) as bar:
@@ -65,17 +51,32 @@ def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int, progres
     return vectors
 
 
-def build_hnsw(vectors: np.ndarray, settings: IndexSettings) -> hnswlib.Index:
-    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
-    index.init_index(
-        max_elements=len(vectors),
-        M=settings.hnsw_m,
-        ef_construction=settings.ef_construction,
-        random_seed=settings.seed,
-    )
-    index.add_items(vectors, np.arange(len(vectors)), num_threads=available_cpus())
-    index.set_ef(settings.ef_search)
-    return index
+def embed_with_reuse(
+    encoder: Encoder, chunks: list[Chunk], batch_size: int, reusable: Reusable | None
+) -> tuple[np.ndarray, int]:
+    """Vectors for every chunk: from `reusable` where its text hash is known, embedded otherwise."""
+    if reusable is None or not len(reusable):
+        return embed_chunks(encoder, chunks, batch_size), len(chunks)
+    prompt = encoder.manifest.passage_prompt
+    known = [reusable.get(text_hash(c.passage, prompt)) for c in chunks]
+    todo = [i for i, vector in enumerate(known) if vector is None]
+    fresh = embed_chunks(encoder, [chunks[i] for i in todo], batch_size)
+    vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
+    for i, vector in enumerate(known):
+        if vector is not None:
+            vectors[i] = vector
+    vectors[todo] = fresh
+    return vectors, len(todo)
+
+
+def write_shards(
+    directory: Path, chunks: list[Chunk], vectors: np.ndarray, encoder: Encoder, rows: int = 50_000
+) -> None:
+    """The local build's embeddings as shards, for a later --reuse-embeddings."""
+    shutil.rmtree(directory, ignore_errors=True)
+    for number, start in enumerate(range(0, len(chunks), rows)):
+        part = slice(start, start + rows)
+        write_shard(directory / f"part-{number:05d}.parquet", chunks[part], vectors[part], encoder.manifest)
 
 
 def ensure_index(settings: IndexSettings) -> Path:
@@ -98,54 +99,28 @@ def ensure_index(settings: IndexSettings) -> Path:
 
 
 def build_index(settings: IndexSettings) -> IndexManifest:
-    """Write index.bin, docstore.sqlite and manifest.json into <artifacts>/index atomically."""
+    """Write index.bin, docstore.sqlite, bm25/ and manifest.json into <artifacts>/index atomically."""
+    if settings.engine == "ray":
+        from index_build.ray_build import build_with_ray
+
+        return build_with_ray(settings)
     started = time.perf_counter()
     encoder = Encoder(settings.artifacts_dir / "models" / "bi", batch_size=32)
     fields = Fields(settings.id_field, settings.text_field, settings.title_field)
     chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap, settings.chunking, fields)
-    vectors = embed_chunks(encoder, chunks, settings.embed_batch_size)
+    reusable = load_reusable([settings.reuse_embeddings], encoder.manifest) if settings.reuse_embeddings else None
+    vectors, embedded = embed_with_reuse(encoder, chunks, settings.embed_batch_size, reusable)
     embed_seconds = time.perf_counter() - started
-    index = build_hnsw(vectors, settings)
-
-    target = settings.index_path or settings.artifacts_dir / "index"
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    index.save_index(str(staging / INDEX_NAME))
-    write_docstore(staging / DOCSTORE_NAME, chunks)
-    bm25 = None
-    if settings.bm25:
-        bm25 = bm25_settings(settings) | {
-            "library": "bm25s",
-            "version": metadata.version("bm25s"),
-            "count": len(chunks),
-        }
-        build_bm25([c.passage for c in chunks], staging, bm25)
-    docs = len({c.doc_id for c in chunks})
-    manifest = IndexManifest(
-        encoder_sha256=encoder.manifest.sha256,
-        encoder_source=encoder.manifest.source,
-        dims=vectors.shape[1],
-        count=len(chunks),
-        space="cosine",
-        M=settings.hnsw_m,
-        ef_construction=settings.ef_construction,
-        ef=settings.ef_search,
-        max_length=encoder.manifest.max_length,
-        chunk_overlap=settings.chunk_overlap,
-        chunking=settings.chunking,
-        pooling=encoder.manifest.pooling,
-        normalize=encoder.manifest.normalize,
-        query_prompt=encoder.manifest.query_prompt,
-        passage_prompt=encoder.manifest.passage_prompt,
-        corpus=str(settings.corpus),
-        bm25=bm25,
-        documents=docs,
-        build_seconds=round(time.perf_counter() - started, 2),
-        docs_per_second=round(docs / embed_seconds, 1),
-        files=describe_files(staging),  # checked at every init: sizes always, sha256 with TWOSTAGE_VERIFY=full
-    )
-    write_manifest(staging, manifest)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    if settings.embeddings_dir:
+        write_shards(settings.embeddings_dir, chunks, vectors, encoder)
+    build = {
+        "engine": "local",
+        "embedded": embedded,
+        "reused": len(chunks) - embedded,
+        "embed_seconds": round(embed_seconds, 2),
+        "docs_per_second": round(len({c.doc_id for c in chunks}) / embed_seconds, 1),
+    }
+    manifest = assemble([(chunks, vectors)], len(chunks), encoder.manifest, settings, build)
+    manifest.build["seconds"] = round(time.perf_counter() - started, 2)
+    write_manifest(settings.index_path or settings.artifacts_dir / "index", manifest)
     return manifest

@@ -50,7 +50,10 @@ class Fields:
             raise CorpusError(f"{where}: needs `{self.id or 'id'}` and a string `{self.text}`")
         title = row.get(self.title) or ""
         named = {self.id or "id", "_id", self.text, self.title, "metadata"}
-        metadata = dict(row.get("metadata") or {}) | {k: v for k, v in row.items() if k not in named and v is not None}
+        given = row.get("metadata") or {}
+        if isinstance(given, str):  # Parquet and CSV carry it as JSON text (one column type for every row)
+            given = json.loads(given)
+        metadata = dict(given) | {k: v for k, v in row.items() if k not in named and v is not None}
         return Document(str(doc_id), text, str(title), metadata)
 
 

@@ -25,7 +25,8 @@ from handler.onnx_model import Encoder
 from handler.qdrant_stage1 import DENSE, RECORD_KEY, SPARSE, check_record, make_client, point_id, read_record, where
 from handler.sparse_index import bm25_document_vector, bm25_tokenize
 from handler.vector_index import VectorIndex
-from index_build.build import bm25_settings, chunk_corpus, embed_chunks
+from index_build.assemble import bm25_settings
+from index_build.build import chunk_corpus, embed_chunks
 from index_build.corpus import Fields
 from index_build.settings import IndexSettings
 

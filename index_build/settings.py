@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -34,6 +35,24 @@ class IndexSettings(Stage1Store):
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 b")
     embed_batch_size: int = Field(64, ge=1, description="texts per encoder batch")
     seed: int = Field(0, description="hnswlib random seed")
+    engine: Literal["local", "ray"] = Field("local", description="build in this process, or as a Ray Data pipeline")
+    ray_address: str | None = Field(
+        None, description="ray: unset = a local Ray started here; `auto` or ray://host:10001 = an existing cluster"
+    )
+    actors: int = Field(1, ge=1, description="ray: embedding actors (one ONNX session each, loaded once)")
+    cpus_per_actor: float | None = Field(
+        None,
+        gt=0,
+        description="ray: CPUs each actor reserves, and its onnxruntime threads (unset: fits the cluster, "
+        "leaving room for the read and chunking tasks)",
+    )
+    gpus_per_actor: float = Field(0, ge=0, description="ray: GPUs per actor (then the CUDA provider; export fp16)")
+    embeddings_dir: Path | None = Field(
+        None, description="write the embedding shards here (ray: default <artifacts_dir>/embeddings; local: none)"
+    )
+    reuse_embeddings: Path | None = Field(
+        None, description="a directory of embedding shards: chunks whose text and encoder match are not embedded again"
+    )
     qdrant_shards: int | None = Field(
         None, ge=1, description="qdrant: shards of a new collection (unset: the cluster's default)"
     )

@@ -44,9 +44,10 @@ def cmd_index(parser, args) -> int:
         parser.error("--from-index copies a local index into Qdrant: use it with --stage1 qdrant")
     m = build_index(settings)
     target = settings.index_path or settings.artifacts_dir / "index"
+    build = m.build
     print(
-        f"index: {m.documents} documents, {m.count} chunks in {m.build_seconds}s "
-        f"({m.docs_per_second} docs/s embedding) → {target}"
+        f"index ({build['engine']}): {m.documents} documents, {m.count} chunks in {build['seconds']}s; "
+        f"{build['embedded']} embedded, {build['reused']} reused → {target}"
     )
     return 0
 
