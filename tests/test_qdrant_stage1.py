@@ -189,3 +189,45 @@ def test_reload_embeds_only_what_changed(artifacts, tmp_path):
 def test_from_index_copies_the_local_vectors(artifacts, tmp_path):
     record = _load(artifacts, tmp_path / "q", from_index=artifacts / "index")
     assert record["build"]["copied_from_index"] == record["count"] and record["build"]["embedded"] == 0
+
+
+def test_qdrants_own_engine_scores_our_bm25_vectors_as_bm25s_does(artifacts, tmp_path):
+    """qdrant-edge is Qdrant's engine (Rust) in process: the collection design (term-frequency weights
+    in the points, Qdrant's IDF modifier) gives bm25s' scores there too, not only in the client's
+    Python local mode; the dense side finds hnswlib's neighbours."""
+    edge = pytest.importorskip("qdrant_edge")
+    import numpy as np
+
+    from handler.local_stage1 import LocalStage1
+    from handler.manifest import ModelManifest, read_manifest
+    from handler.sparse_index import bm25_document_vector, bm25_query_vector, bm25_tokenize
+
+    encoder = read_manifest(artifacts / "models" / "bi", ModelManifest)
+    store = LocalStage1.load(artifacts / "index", encoder, False)
+    labels = list(range(len(store)))
+    chunks, vectors = store.fetch(labels), store.index.index.get_items(labels, return_type="numpy")
+    bm25 = store.bm25.settings
+    tokens = bm25_tokenize([c.passage for c in chunks], bm25)
+    avgdl = float(np.mean([len(t) for t in tokens]))
+    config = edge.EdgeConfig(
+        vectors={"dense": edge.EdgeVectorParams(size=encoder.dims, distance=edge.Distance.Cosine)},
+        sparse_vectors={"bm25": edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+    )
+    shard = edge.EdgeShard.create(str(tmp_path / "shard"), config)
+    points = []
+    for label, words, vector in zip(labels, tokens, vectors, strict=True):
+        indices, values = bm25_document_vector(words, avgdl, bm25["k1"], bm25["b"])
+        named = {"dense": vector.tolist(), "bm25": edge.SparseVector(indices=indices, values=values)}
+        points.append(edge.Point(id=label, vector=named))
+    shard.update(edge.UpdateOperation.upsert_points(points))
+    for query in QUERIES:
+        indices, values = bm25_query_vector(bm25_tokenize([query], bm25)[0])
+        sparse = edge.Query.Nearest(edge.SparseVector(indices=indices, values=values), using="bm25")
+        found = shard.query(edge.QueryRequest(limit=10, query=sparse))
+        expected_labels, expected = store.bm25.search(query, 10)
+        assert [p.score for p in found] == pytest.approx(expected.tolist(), rel=1e-5)  # ties may swap labels
+        assert {p.id for p in found if p.score > expected[-1] + 1e-4} <= set(expected_labels.tolist())
+        vector = store.index.index.get_items([expected_labels[0]], return_type="numpy")[0]  # any unit vector
+        dense = shard.query(edge.QueryRequest(limit=5, query=edge.Query.Nearest(vector.tolist(), using="dense")))
+        assert [p.id for p in dense] == store.index.search(vector, 5)[0].tolist()
+    shard.close()
