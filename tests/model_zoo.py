@@ -245,14 +245,10 @@ def _sentence_transformers_files(family: Family, out_dir: Path, max_seq_length: 
         (out_dir / "2_Normalize").mkdir(exist_ok=True)
     (out_dir / "modules.json").write_text(json.dumps(modules, indent=2))
     (out_dir / "1_Pooling").mkdir(exist_ok=True)
-    modes = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")
-    wanted = {
-        "cls": "cls_token",
-        "mean": "mean_tokens",
-        "lasttoken": "lasttoken",
-        "weightedmean": "weightedmean_tokens",
-    }
-    pooling = {"word_embedding_dimension": 64} | {f"pooling_mode_{m}": m == wanted[family.pooling] for m in modes}
+    from model_export.source import LEGACY_POOLING_KEYS  # the keys sentence-transformers writes
+
+    flags = {key: mode == family.pooling for key, mode in LEGACY_POOLING_KEYS.items()}
+    pooling = {"word_embedding_dimension": 64} | flags
     (out_dir / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
     (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
     st = {"prompts": family.prompts, "default_prompt_name": None, "similarity_fn_name": "cosine"}
