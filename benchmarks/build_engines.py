@@ -22,22 +22,24 @@ from pathlib import Path
 from benchmarks.machine import describe
 
 ASSEMBLY = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from handler.manifest import ModelManifest, read_manifest
 from index_build.assemble import assemble
 from index_build.settings import IndexSettings
 from index_build.shards import count_rows, read_batches, shard_files
+def high_water_mb():  # this process's own peak (ru_maxrss survives exec and would show the parent's)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
 root, shards = Path(sys.argv[1]), Path(sys.argv[2])
 encoder = read_manifest(root / "models" / "bi", ModelManifest)
 files = shard_files(shards)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_mb()
 started = time.perf_counter()
 settings = IndexSettings(artifacts_dir=root, index_path=root / "assembled")
 m = assemble(read_batches(files, encoder), count_rows(files), encoder, settings, {"engine": "shards"})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"chunks": m.count, "seconds": time.perf_counter() - started, "rss_before_mb": before / 1024,
-                  "peak_rss_mb": peak / 1024, "index_bytes": sum(f["bytes"] for f in m.files.values())}))
+print(json.dumps({"chunks": m.count, "seconds": time.perf_counter() - started, "rss_before_mb": before,
+                  "peak_rss_mb": high_water_mb(), "index_bytes": sum(f["bytes"] for f in m.files.values())}))
 """
 
 
