@@ -95,7 +95,9 @@ def test_reranker_family_exports_and_scores_like_pytorch(name, zoo, artifacts, t
         reference = 1 / (1 + np.exp(-_torch_pair_logits(source, [(query, d) for d in docs], manifest.positive_label)))
         assert len(body["results"]) == len(docs)  # one score per document, also from a two-label head
         np.testing.assert_allclose(ours, reference, atol=0.1)
-        assert np.argsort(ours).tolist() == np.argsort(reference).tolist() or np.ptp(reference) < 0.02
+        # the same order wherever PyTorch's scores are further apart than int8 noise could bridge
+        apart = np.abs(reference[:, None] - reference[None, :]) > 0.1
+        assert (np.sign(ours[:, None] - ours[None, :]) == np.sign(reference[:, None] - reference[None, :]))[apart].all()
 
     search = client.post("/search", json={"query": "Veltrazine dose for children", "top_k": 3}).json()
     assert search["results"] and not search["refused"]
