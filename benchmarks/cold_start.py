@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -91,15 +90,15 @@ print(json.dumps({"imports": t1 - t0, "models": t2 - t1, "index": t3 - t2, "impo
 
 
 def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
+    """`chunks` chunks from a real index: its vectors with noise, its texts under new ids, assembled as
+    `twostage index` assembles (index_build/assemble.py)."""
     import hnswlib
     import numpy as np
 
-    from handler.docstore import DOCSTORE_NAME, Chunk, DocStore, write_docstore
-    from handler.manifest import IndexManifest, read_manifest, write_manifest
-    from handler.sparse_index import build_bm25
+    from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
+    from handler.manifest import IndexManifest, ModelManifest, read_manifest
     from handler.vector_index import INDEX_NAME
-    from handler.verify import describe_files
-    from index_build.build import build_hnsw
+    from index_build.assemble import assemble
     from index_build.settings import IndexSettings
 
     manifest = read_manifest(source, IndexManifest)
@@ -115,26 +114,35 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     picks = np.arange(chunks) % manifest.count
     noisy = vectors[picks] + rng.normal(0, 0.02, (chunks, manifest.dims)).astype(np.float32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    copies = [originals[p] for p in picks]
     made = [
         Chunk(i, f"{c.doc_id}~{i // manifest.count}", c.chunk, c.title, c.text, c.metadata)
-        for i, c in enumerate(copies)
+        for i, c in enumerate(originals[p] for p in picks)
     ]
-    staging = target.with_name(target.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    settings = IndexSettings(hnsw_m=manifest.M, ef_construction=manifest.ef_construction, ef_search=manifest.ef)
-    build_hnsw(noisy, settings).save_index(str(staging / INDEX_NAME))
-    write_docstore(staging / DOCSTORE_NAME, made)
-    bm25 = dict(manifest.bm25, count=chunks) if manifest.bm25 else None
-    if bm25:
-        build_bm25([c.passage for c in made], staging, bm25)
-    documents = len({c.doc_id for c in made})
-    files = describe_files(staging)  # the source's record describes other files
-    update = {"count": chunks, "documents": documents, "bm25": bm25, "files": files}
-    write_manifest(staging, manifest.model_copy(update=update))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    encoder = ModelManifest(  # the encoder the source index records (its sha256 binds the copy too)
+        kind="bi",
+        source=manifest.encoder_source,
+        task="feature-extraction",
+        onnx_file="model.onnx",
+        sha256=manifest.encoder_sha256,
+        max_length=manifest.max_length,
+        dims=manifest.dims,
+        pooling=getattr(manifest, "pooling", None),
+        normalize=getattr(manifest, "normalize", False),
+        query_prompt=manifest.query_prompt,
+        passage_prompt=manifest.passage_prompt,
+    )
+    bm25 = manifest.bm25 or {}
+    settings = IndexSettings(
+        index_path=target,
+        hnsw_m=manifest.M,
+        ef_construction=manifest.ef_construction,
+        ef_search=manifest.ef,
+        bm25=bool(manifest.bm25),
+        bm25_k1=bm25.get("k1", 1.5),
+        bm25_b=bm25.get("b", 0.75),
+        bm25_stemmer=bm25.get("stemmer") or "",
+    )
+    assemble([(made, noisy)], chunks, encoder, settings, {"engine": "synthesised", "from": str(source)})
     return target
 
 

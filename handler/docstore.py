@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,17 +39,6 @@ class Chunk:
     def passage(self) -> str:
         """What both models read: title and text, as BEIR feeds them."""
         return f"{self.title} {self.text}" if self.title else self.text
-
-
-def write_docstore(path: Path, chunks: Iterable[Chunk]) -> None:
-    path.unlink(missing_ok=True)
-    with sqlite3.connect(path) as db:
-        db.executescript(SCHEMA)
-        db.executemany(
-            "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-            ((c.label, c.doc_id, c.chunk, c.title, c.text, json.dumps(c.metadata)) for c in chunks),
-        )
-    path.chmod(0o644)
 
 
 class DocStore:

@@ -72,14 +72,6 @@ class BM25Index:
         return top.astype(np.int64), scores[top].astype(np.float32)
 
 
-def build_bm25(passages: list[str], target: Path, settings: dict) -> None:
-    import bm25s
-
-    bm25 = bm25s.BM25(k1=settings["k1"], b=settings["b"], method=settings["method"])
-    bm25.index(bm25_tokenize(passages, settings), show_progress=False)
-    bm25.save(str(target / BM25_DIR), show_progress=False)
-
-
 # BM25 as sparse vectors for a store that computes IDF itself (Qdrant's IDF modifier: ln(1 + (N − df +
 # 0.5)/(df + 0.5)), bm25s' "lucene" IDF): documents carry the term-frequency part, queries their term
 # counts, so the dot product is bm25s' score and the IDF stays right as the collection grows.
