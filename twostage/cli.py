@@ -165,7 +165,8 @@ def _print_answer(answer: dict) -> None:
             f"{rank:>3}. score {hit['score']:.3f} (stage-1 #{hit['stage1_rank']} via {'+'.join(hit['found_by'])})"
             f"  {hit['id']}  {hit['title']}\n       {text}"
         )
-    print("timings (ms): " + ", ".join(f"{k[:-3]} {v}" for k, v in answer["timings"].items()))
+    ran = {k: v for k, v in answer["timings"].items() if v or k == "total_ms"}  # the stages this store has
+    print("timings (ms): " + ", ".join(f"{k[:-3]} {v}" for k, v in ran.items()))
 
 
 def cmd_query(parser, args) -> int:
