@@ -37,7 +37,7 @@ files = shard_files(shards)
 before = high_water_mb()
 started = time.perf_counter()
 settings = IndexSettings(artifacts_dir=root, index_path=root / "assembled")
-m = assemble(read_batches(files, encoder), count_rows(files), encoder, settings, {"engine": "shards"})
+m = assemble(read_batches(files, encoder), count_rows(files), encoder, settings, {"engine": "shards"}, started)
 print(json.dumps({"chunks": m.count, "seconds": time.perf_counter() - started, "rss_before_mb": before,
                   "peak_rss_mb": high_water_mb(), "index_bytes": sum(f["bytes"] for f in m.files.values())}))
 """

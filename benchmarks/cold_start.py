@@ -142,7 +142,8 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
         bm25_b=bm25.get("b", 0.75),
         bm25_stemmer=bm25.get("stemmer") or "",
     )
-    assemble([(made, noisy)], chunks, encoder, settings, {"engine": "synthesised", "from": str(source)})
+    build = {"engine": "synthesised", "from": str(source)}
+    assemble([(made, noisy)], chunks, encoder, settings, build, time.perf_counter())
     return target
 
 

@@ -37,8 +37,12 @@ class Chunk:
 
     @property
     def passage(self) -> str:
-        """What both models read: title and text, as BEIR feeds them."""
-        return f"{self.title} {self.text}" if self.title else self.text
+        return passage(self.title, self.text)
+
+
+def passage(title: str, text: str) -> str:
+    """What both models read: title and text, as BEIR feeds them."""
+    return f"{title} {text}" if title else text
 
 
 class DocStore:

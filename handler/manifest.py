@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from handler.errors import IndexMismatchError
+
 MANIFEST_NAME = "manifest.json"
 HEAD_FILE = "twostage_head.json"  # mean-pooled linear head of our own cross-encoders
 TRAINING_LOG = "twostage_training.json"  # how our own cross-encoders were trained (dev query ids included)
@@ -57,6 +59,29 @@ class IndexManifest(BaseModel):
     query_prompt: str = ""  # the encoder's prompts when the index was built: a change needs a rebuild
     passage_prompt: str = ""
     files: dict[str, dict[str, Any]] | None = None  # {name: {bytes, sha256}} of every file beside it
+
+
+def check_binding(built: dict[str, Any], encoder: ModelManifest, place: str, rebuild: str) -> None:
+    """A stage-1 store (a local index's manifest, a Qdrant collection's record) was built with the
+    served bi-encoder, its prompts and its dims; else IndexMismatchError naming both sha256."""
+    if encoder.kind != "bi":
+        raise IndexMismatchError(f"the bi-encoder's manifest.json describes a {encoder.kind} model where a bi belongs")
+    if built.get("encoder_sha256") != encoder.sha256:
+        raise IndexMismatchError(
+            f"{place} was built with bi-encoder sha256 {built.get('encoder_sha256')} "
+            f"({built.get('encoder_source')}), but the served bi-encoder is sha256 {encoder.sha256} "
+            f"({encoder.source}); rebuild it with `{rebuild}`"
+        )
+    prompts = (built.get("query_prompt", ""), built.get("passage_prompt", ""))
+    if prompts != (encoder.query_prompt, encoder.passage_prompt):
+        raise IndexMismatchError(
+            f"{place} was built for (query, passage) prompts {prompts}, the served bi-encoder uses "
+            f"{(encoder.query_prompt, encoder.passage_prompt)}; rebuild it with `{rebuild}`"
+        )
+    if encoder.dims is not None and built.get("dims") != encoder.dims:
+        raise IndexMismatchError(
+            f"{place} holds {built.get('dims')}-d vectors, the served bi-encoder embeds {encoder.dims}-d"
+        )
 
 
 def sha256_file(path: Path) -> str:

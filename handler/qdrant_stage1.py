@@ -23,7 +23,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from handler.docstore import Chunk
 from handler.errors import IndexMismatchError, Stage1Unavailable
 from handler.fusion import Sides
-from handler.manifest import ModelManifest
+from handler.manifest import ModelManifest, check_binding
 from handler.settings import Settings, Stage1Store
 from handler.sparse_index import bm25_query_vector, bm25_tokenize
 from handler.verify import ArtifactError
@@ -31,6 +31,7 @@ from handler.verify import ArtifactError
 log = logging.getLogger(__name__)
 
 DENSE, SPARSE = "dense", "bm25"
+RELOAD = "twostage index --stage1 qdrant"
 RECORD_KEY = "twostage"  # the collection's metadata entry: what built it (encoder, prompts, BM25 settings)
 POINT_NAMESPACE = uuid.UUID("5f0c6a9e-6f4e-4d53-9a51-2f0d2b8e7c11")
 # What a call to an unreachable, slow or failing cluster raises (httpx errors arrive wrapped).
@@ -72,23 +73,6 @@ def read_record(client: QdrantClient, collection: str) -> dict | None:
     return (client.get_collection(collection).config.metadata or {}).get(RECORD_KEY, {})
 
 
-def check_record(record: dict, encoder: ModelManifest, place: str) -> None:
-    """The same binding a local index has: built with this encoder, its prompts and its dims."""
-    if record.get("encoder_sha256") != encoder.sha256:
-        raise IndexMismatchError(
-            f"{place} was built with bi-encoder sha256 {record.get('encoder_sha256')} "
-            f"({record.get('encoder_source')}), but the served bi-encoder is sha256 {encoder.sha256} "
-            f"({encoder.source}); reload it with `twostage index --stage1 qdrant`"
-        )
-    built = (record.get("query_prompt", ""), record.get("passage_prompt", ""))
-    if built != (encoder.query_prompt, encoder.passage_prompt):
-        raise IndexMismatchError(f"{place} was built for prompts {built}, the served bi-encoder uses others")
-    if encoder.dims is not None and record.get("dims") != encoder.dims:
-        raise IndexMismatchError(
-            f"{place} holds {record.get('dims')}-d vectors, the bi-encoder embeds {encoder.dims}-d"
-        )
-
-
 class QdrantStage1:
     backend = "qdrant"
 
@@ -124,7 +108,7 @@ class QdrantStage1:
             record = self._call("reading the collection", read_record, self.client, self.collection)
             if record is None:
                 raise IndexMismatchError(f"no {self.place}: load it with `twostage index --stage1 qdrant`")
-            check_record(record, self.encoder, self.place)
+            check_binding(record, self.encoder, self.place, RELOAD)
             self.record = record
         return self.record
 

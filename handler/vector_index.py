@@ -7,38 +7,16 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from handler.errors import IndexMismatchError
-from handler.manifest import IndexManifest, ModelManifest, read_manifest
+from handler.manifest import IndexManifest, ModelManifest, check_binding, read_manifest
 from handler.verify import check_files, check_index_file
 
 INDEX_NAME = "index.bin"
 
 
-def check_binding(index: IndexManifest, encoder: ModelManifest, index_dir: Path) -> None:
-    if encoder.kind != "bi":
-        raise IndexMismatchError(f"the bi-encoder's manifest.json describes a {encoder.kind} model where a bi belongs")
-    if index.encoder_sha256 != encoder.sha256:
-        raise IndexMismatchError(
-            f"index {index_dir} was built with bi-encoder sha256 {index.encoder_sha256} "
-            f"({index.encoder_source}), but the served bi-encoder is sha256 {encoder.sha256} "
-            f"({encoder.source}); rebuild it with `twostage index`"
-        )
-    built, served = (index.query_prompt, index.passage_prompt), (encoder.query_prompt, encoder.passage_prompt)
-    if built != served:
-        raise IndexMismatchError(
-            f"index {index_dir} was built for (query, passage) prompts {built}, the served bi-encoder uses "
-            f"{served}; rebuild it with `twostage index`"
-        )
-    if encoder.dims is not None and index.dims != encoder.dims:
-        raise IndexMismatchError(
-            f"index {index_dir} holds {index.dims}-d vectors, the served bi-encoder embeds {encoder.dims}-d"
-        )
-
-
 class VectorIndex:
     def __init__(self, index_dir: Path, encoder: ModelManifest, threads: int = 1, checksum: bool = False):
         self.manifest: IndexManifest = read_manifest(index_dir, IndexManifest)
-        check_binding(self.manifest, encoder, index_dir)
+        check_binding(self.manifest.model_dump(), encoder, f"index {index_dir}", "twostage index")
         check_files(index_dir, self.manifest.files, checksum)
         # hnswlib trusts `dim` and reads past its buffer when it is wrong: check the file's own header first.
         check_index_file(index_dir / INDEX_NAME, self.manifest.count, self.manifest.dims)

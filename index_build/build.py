@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from handler.docstore import Chunk
-from handler.manifest import MANIFEST_NAME, IndexManifest, ModelManifest, read_manifest, write_manifest
+from handler.manifest import MANIFEST_NAME, IndexManifest, ModelManifest, read_manifest
 from handler.onnx_model import Encoder
 from index_build.assemble import assemble
-from index_build.corpus import DEFAULT_FIELDS, Chunker, Fields, read_corpus
+from index_build.corpus import DEFAULT_FIELDS, Fields, passage_chunker, read_corpus
 from index_build.settings import IndexSettings
 from index_build.shards import Reusable, load_reusable, text_hash, write_shard
 
@@ -22,12 +21,10 @@ from index_build.shards import Reusable, load_reusable, text_hash, write_shard
 def chunk_corpus(
     corpus: Path, encoder: Encoder, overlap: int, chunking: bool = True, fields: Fields = DEFAULT_FIELDS
 ) -> list[Chunk]:
-    tokenizer = Tokenizer.from_file(str(encoder.model_dir / "tokenizer.json"))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    # The passage prompt is embedded with every chunk: it takes its tokens from the window.
-    prompt = len(tokenizer.encode(encoder.manifest.passage_prompt, add_special_tokens=False).ids)
-    chunker = Chunker(tokenizer, encoder.manifest.max_length - prompt, overlap)
+    manifest = encoder.manifest
+    chunker = passage_chunker(
+        encoder.model_dir / "tokenizer.json", manifest.max_length, manifest.passage_prompt, overlap
+    )
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for doc in read_corpus(corpus, fields):
@@ -41,32 +38,37 @@ def chunk_corpus(
     return chunks
 
 
-def embed_chunks(encoder: Encoder, chunks: list[Chunk], batch_size: int, progress: bool = True) -> np.ndarray:
-    vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
-    with tqdm(total=len(chunks), desc="embedding", unit="chunk", disable=not progress) as bar:
-        for start in range(0, len(chunks), batch_size):
-            batch = chunks[start : start + batch_size]
-            vectors[start : start + len(batch)] = encoder.embed_passages([c.passage for c in batch])
+def embed_passages(encoder: Encoder, passages: list[str], batch_size: int, progress: bool = True) -> np.ndarray:
+    """In slices of `batch_size`, in order: int8 activations are quantised per batch, so the slices
+    decide the vectors, and every engine slices the same way."""
+    vectors = np.zeros((len(passages), encoder.manifest.dims), dtype=np.float32)
+    with tqdm(total=len(passages), desc="embedding", unit="chunk", disable=not progress) as bar:
+        for start in range(0, len(passages), batch_size):
+            batch = passages[start : start + batch_size]
+            vectors[start : start + len(batch)] = encoder.embed_passages(batch)
             bar.update(len(batch))
     return vectors
 
 
-def embed_with_reuse(
-    encoder: Encoder, chunks: list[Chunk], batch_size: int, reusable: Reusable | None
-) -> tuple[np.ndarray, int]:
-    """Vectors for every chunk: from `reusable` where its text hash is known, embedded otherwise."""
-    if reusable is None or not len(reusable):
-        return embed_chunks(encoder, chunks, batch_size), len(chunks)
-    prompt = encoder.manifest.passage_prompt
-    known = [reusable.get(text_hash(c.passage, prompt)) for c in chunks]
-    todo = [i for i, vector in enumerate(known) if vector is None]
-    fresh = embed_chunks(encoder, [chunks[i] for i in todo], batch_size)
-    vectors = np.zeros((len(chunks), encoder.manifest.dims), dtype=np.float32)
-    for i, vector in enumerate(known):
-        if vector is not None:
-            vectors[i] = vector
-    vectors[todo] = fresh
-    return vectors, len(todo)
+def vectors_for(
+    encoder: Encoder,
+    passages: list[str],
+    hashes: list[str],
+    batch_size: int,
+    reusable: Reusable | None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every passage's vector, from `reusable` where its text hash is known, embedded otherwise; and
+    which were reused."""
+    vectors = np.zeros((len(passages), encoder.manifest.dims), dtype=np.float32)
+    reused = np.zeros(len(passages), dtype=bool)
+    for i, key in enumerate(hashes if reusable is not None else []):
+        known = reusable.get(key)
+        if known is not None:
+            vectors[i], reused[i] = known, True
+    todo = np.flatnonzero(~reused)
+    vectors[todo] = embed_passages(encoder, [passages[i] for i in todo], batch_size, progress)
+    return vectors, reused
 
 
 def write_shards(
@@ -109,18 +111,17 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     fields = Fields(settings.id_field, settings.text_field, settings.title_field)
     chunks = chunk_corpus(settings.corpus, encoder, settings.chunk_overlap, settings.chunking, fields)
     reusable = load_reusable([settings.reuse_embeddings], encoder.manifest) if settings.reuse_embeddings else None
-    vectors, embedded = embed_with_reuse(encoder, chunks, settings.embed_batch_size, reusable)
+    passages = [c.passage for c in chunks]
+    hashes = [text_hash(p, encoder.manifest.passage_prompt) for p in passages] if reusable is not None else []
+    vectors, reused = vectors_for(encoder, passages, hashes, settings.embed_batch_size, reusable)
     embed_seconds = time.perf_counter() - started
     if settings.embeddings_dir:
         write_shards(settings.embeddings_dir, chunks, vectors, encoder)
     build = {
         "engine": "local",
-        "embedded": embedded,
-        "reused": len(chunks) - embedded,
+        "embedded": int((~reused).sum()),
+        "reused": int(reused.sum()),
         "embed_seconds": round(embed_seconds, 2),
         "docs_per_second": round(len({c.doc_id for c in chunks}) / embed_seconds, 1),
     }
-    manifest = assemble([(chunks, vectors)], len(chunks), encoder.manifest, settings, build)
-    manifest.build["seconds"] = round(time.perf_counter() - started, 2)
-    write_manifest(settings.index_path or settings.artifacts_dir / "index", manifest)
-    return manifest
+    return assemble([(chunks, vectors)], len(chunks), encoder.manifest, settings, build, started)

@@ -150,6 +150,16 @@ def _read_text_files(root: Path) -> Iterator[Document]:
             yield Document(doc_id, text.strip(), title, {"path": doc_id})
 
 
+def passage_chunker(tokenizer_file: Path, max_length: int, passage_prompt: str, overlap: int) -> Chunker:
+    """The serving tokenizer's windows. The passage prompt is embedded with every chunk, so its tokens
+    come off each window."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    reserved = len(tokenizer.encode(passage_prompt, add_special_tokens=False).ids) if passage_prompt else 0
+    return Chunker(tokenizer, max_length - reserved, overlap)
+
+
 class Chunker:
     """Windows of at most max_length tokens (title included, specials counted) with overlap."""
 

@@ -10,7 +10,6 @@ gone.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -20,21 +19,18 @@ import numpy as np
 from tqdm import tqdm
 
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
-from handler.manifest import IndexManifest, read_manifest
+from handler.manifest import IndexManifest, check_binding, read_manifest
 from handler.onnx_model import Encoder
-from handler.qdrant_stage1 import DENSE, RECORD_KEY, SPARSE, check_record, make_client, point_id, read_record, where
+from handler.qdrant_stage1 import DENSE, RECORD_KEY, RELOAD, SPARSE, make_client, point_id, read_record, where
 from handler.sparse_index import bm25_document_vector, bm25_tokenize
 from handler.vector_index import VectorIndex
 from index_build.assemble import bm25_settings
-from index_build.build import chunk_corpus, embed_chunks
+from index_build.build import chunk_corpus, embed_passages
 from index_build.corpus import Fields
 from index_build.settings import IndexSettings
+from index_build.shards import text_hash
 
 log = logging.getLogger(__name__)
-
-
-def text_hash(chunk: Chunk) -> str:
-    return hashlib.sha256(chunk.passage.encode("utf-8")).hexdigest()[:32]
 
 
 def _from_local_index(index_dir, encoder: Encoder) -> tuple[list[Chunk], np.ndarray]:
@@ -101,7 +97,9 @@ def _upsert(client, settings, encoder, todo: list[tuple[str, Chunk, np.ndarray |
         for batch in _batches(todo, settings.qdrant_batch):
             given = [v for _, _, v in batch]
             if given[0] is None:  # the local build's batches (int8 activations are quantised per batch)
-                given = embed_chunks(encoder, [c for _, c, _ in batch], settings.embed_batch_size, progress=False)
+                given = embed_passages(
+                    encoder, [c.passage for _, c, _ in batch], settings.embed_batch_size, progress=False
+                )
             vectors = np.stack(given)
             tokens = bm25_tokenize([c.passage for _, c, _ in batch], bm25) if bm25 else [None] * len(batch)
             points = []
@@ -116,7 +114,7 @@ def _upsert(client, settings, encoder, todo: list[tuple[str, Chunk, np.ndarray |
                     "title": chunk.title,
                     "text": chunk.text,
                     "metadata": chunk.metadata,
-                    "text_hash": text_hash(chunk),
+                    "text_hash": text_hash(chunk.passage, encoder.manifest.passage_prompt),
                 }
                 points.append(models.PointStruct(id=pid, vector=named, payload=payload))
             client.upsert(settings.qdrant_collection, points, wait=True)
@@ -142,13 +140,13 @@ def load_collection(settings: IndexSettings) -> dict:
             record = _new_record(settings, encoder, tokens)
             _create(client, settings, record)
         else:
-            check_record(record, encoder.manifest, where(settings))
+            check_binding(record, encoder.manifest, where(settings), RELOAD)
         existing = _existing(client, settings.qdrant_collection)
         ids = [point_id(c.doc_id, c.chunk) for c in chunks]
         todo = [
             (pid, chunk, None if vectors is None else vectors[i])
             for i, (pid, chunk) in enumerate(zip(ids, chunks, strict=True))
-            if existing.get(pid) != text_hash(chunk)
+            if existing.get(pid) != text_hash(chunk.passage, encoder.manifest.passage_prompt)
         ]
         _upsert(client, settings, encoder, todo, record)
         gone = sorted(set(existing) - set(ids))

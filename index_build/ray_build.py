@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from handler.manifest import IndexManifest, ModelManifest, read_manifest, write_manifest
+from handler.docstore import passage
+from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.onnx_model import available_cpus
 from index_build.assemble import assemble
-from index_build.corpus import Chunker, Fields
+from index_build.build import vectors_for
+from index_build.corpus import Fields, passage_chunker
 from index_build.settings import IndexSettings
 from index_build.shards import COMPLETE, count_rows, load_reusable, read_batches, shard_files, text_hash
 
@@ -56,13 +58,7 @@ class Chunking:
     """Rows (JSONL lines or Parquet records) → one row per chunk, with the serving tokenizer's windows."""
 
     def __init__(self, files: dict[str, bytes], max_length: int, prompt: str, overlap: int, chunking: bool, fields):
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(_model_dir(files) / "tokenizer.json"))
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        reserved = len(tokenizer.encode(prompt, add_special_tokens=False).ids) if prompt else 0
-        self.chunker = Chunker(tokenizer, max_length - reserved, overlap)
+        self.chunker = passage_chunker(_model_dir(files) / "tokenizer.json", max_length, prompt, overlap)
         self.chunking, self.fields = chunking, Fields(*fields)
 
     def __call__(self, batch):
@@ -102,19 +98,9 @@ class Embedding:
 
         manifest = self.encoder.manifest
         titles, texts = batch.column("title").to_pylist(), batch.column("text").to_pylist()
-        passages = [f"{t} {x}" if t else x for t, x in zip(titles, texts, strict=True)]
+        passages = [passage(t, x) for t, x in zip(titles, texts, strict=True)]
         hashes = [text_hash(p, manifest.passage_prompt) for p in passages]
-        vectors = np.zeros((len(passages), manifest.dims), dtype=np.float32)
-        reused = np.zeros(len(passages), dtype=bool)
-        if self.reusable is not None:
-            for i, key in enumerate(hashes):
-                known = self.reusable.get(key)
-                if known is not None:
-                    vectors[i], reused[i] = known, True
-        todo = np.flatnonzero(~reused)
-        for start in range(0, len(todo), self.batch_size):  # the local engine's batches
-            part = todo[start : start + self.batch_size]
-            vectors[part] = self.encoder.embed_passages([passages[i] for i in part])
+        vectors, reused = vectors_for(self.encoder, passages, hashes, self.batch_size, self.reusable, progress=False)
         flat = pa.array(vectors.reshape(-1), pa.float32())
         return (
             batch.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, manifest.dims))
@@ -227,10 +213,7 @@ def build_with_ray(settings: IndexSettings) -> IndexManifest:
         "chunks_per_second": round((count - reused) / embed_seconds, 1),
         "shards": str(run_dir),
     }
-    manifest = assemble(read_batches(shards, encoder), count, encoder, settings, build)
-    manifest.build["seconds"] = round(time.perf_counter() - started, 2)
-    write_manifest(settings.index_path or settings.artifacts_dir / "index", manifest)
-    return manifest
+    return assemble(read_batches(shards, encoder), count, encoder, settings, build, started)
 
 
 def _count_reused(shards: list[Path]) -> int:

@@ -162,14 +162,13 @@ def test_prompts_reach_queries_and_indexed_passages(zoo, tmp_path):
 
 def test_index_refuses_an_encoder_with_other_prompts(artifacts):
     from handler.errors import IndexMismatchError
-    from handler.manifest import IndexManifest, ModelManifest, read_manifest
-    from handler.vector_index import check_binding
+    from handler.manifest import IndexManifest, ModelManifest, check_binding, read_manifest
 
-    index = read_manifest(artifacts / "index", IndexManifest)
+    index = read_manifest(artifacts / "index", IndexManifest).model_dump()
     encoder = read_manifest(artifacts / "models" / "bi", ModelManifest)
-    check_binding(index, encoder, artifacts / "index")
+    check_binding(index, encoder, "index", "twostage index")
     with pytest.raises(IndexMismatchError, match="prompts"):
-        check_binding(index, encoder.model_copy(update={"query_prompt": "query: "}), artifacts / "index")
+        check_binding(index, encoder.model_copy(update={"query_prompt": "query: "}), "index", "twostage index")
 
 
 def test_two_label_head_scores_each_document(zoo, tmp_path):
