@@ -19,9 +19,20 @@ import numpy as np
 from tqdm import tqdm
 
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
+from handler.errors import Stage1Unavailable
 from handler.manifest import IndexManifest, check_binding, read_manifest
 from handler.onnx_model import Encoder
-from handler.qdrant_stage1 import DENSE, RECORD_KEY, RELOAD, SPARSE, make_client, point_id, read_record, where
+from handler.qdrant_stage1 import (
+    DENSE,
+    RECORD_KEY,
+    RELOAD,
+    SPARSE,
+    UNAVAILABLE,
+    make_client,
+    point_id,
+    read_record,
+    where,
+)
 from handler.sparse_index import bm25_document_vector, bm25_tokenize
 from handler.vector_index import VectorIndex
 from index_build.assemble import bm25_settings
@@ -134,38 +145,45 @@ def load_collection(settings: IndexSettings) -> dict:
         vectors, source = None, str(settings.corpus)
     client = make_client(settings)
     try:
-        record = read_record(client, settings.qdrant_collection)
-        if record is None:
-            tokens = bm25_tokenize([c.passage for c in chunks], bm25_settings(settings)) if settings.bm25 else []
-            record = _new_record(settings, encoder, tokens)
-            _create(client, settings, record)
-        else:
-            check_binding(record, encoder.manifest, where(settings), RELOAD)
-        existing = _existing(client, settings.qdrant_collection)
-        ids = [point_id(c.doc_id, c.chunk) for c in chunks]
-        todo = [
-            (pid, chunk, None if vectors is None else vectors[i])
-            for i, (pid, chunk) in enumerate(zip(ids, chunks, strict=True))
-            if existing.get(pid) != text_hash(chunk.passage, encoder.manifest.passage_prompt)
-        ]
-        _upsert(client, settings, encoder, todo, record)
-        gone = sorted(set(existing) - set(ids))
-        for batch in _batches(gone, 1024):
-            client.delete(settings.qdrant_collection, points_selector=batch, wait=True)
-        record |= {
-            "count": len(ids),
-            "documents": len({c.doc_id for c in chunks}),
-            "corpus": source,
-            "build": {
-                "embedded": len(todo) if vectors is None else 0,
-                "copied_from_index": len(todo) if vectors is not None else 0,
-                "reused": len(ids) - len(todo),
-                "deleted": len(gone),
-                "seconds": round(time.perf_counter() - started, 2),
-                "qdrant_client": metadata.version("qdrant-client"),
-            },
-        }
-        client.update_collection(settings.qdrant_collection, metadata={RECORD_KEY: record})
-        return record
+        return _sync(client, settings, encoder, chunks, vectors, source, started)
+    except UNAVAILABLE as error:  # a cluster that does not answer: a message, not the client's traceback
+        raise Stage1Unavailable(f"Qdrant {where(settings)}: {type(error).__name__}: {error}") from None
     finally:
         client.close()
+
+
+def _sync(client, settings: IndexSettings, encoder: Encoder, chunks, vectors, source: str, started: float) -> dict:
+    """The collection brought to these chunks: created or checked, changed chunks upserted, gone ones deleted."""
+    record = read_record(client, settings.qdrant_collection)
+    if record is None:
+        tokens = bm25_tokenize([c.passage for c in chunks], bm25_settings(settings)) if settings.bm25 else []
+        record = _new_record(settings, encoder, tokens)
+        _create(client, settings, record)
+    else:
+        check_binding(record, encoder.manifest, where(settings), RELOAD)
+    existing = _existing(client, settings.qdrant_collection)
+    ids = [point_id(c.doc_id, c.chunk) for c in chunks]
+    todo = [
+        (pid, chunk, None if vectors is None else vectors[i])
+        for i, (pid, chunk) in enumerate(zip(ids, chunks, strict=True))
+        if existing.get(pid) != text_hash(chunk.passage, encoder.manifest.passage_prompt)
+    ]
+    _upsert(client, settings, encoder, todo, record)
+    gone = sorted(set(existing) - set(ids))
+    for batch in _batches(gone, 1024):
+        client.delete(settings.qdrant_collection, points_selector=batch, wait=True)
+    record |= {
+        "count": len(ids),
+        "documents": len({c.doc_id for c in chunks}),
+        "corpus": source,
+        "build": {
+            "embedded": len(todo) if vectors is None else 0,
+            "copied_from_index": len(todo) if vectors is not None else 0,
+            "reused": len(ids) - len(todo),
+            "deleted": len(gone),
+            "seconds": round(time.perf_counter() - started, 2),
+            "qdrant_client": metadata.version("qdrant-client"),
+        },
+    }
+    client.update_collection(settings.qdrant_collection, metadata={RECORD_KEY: record})
+    return record

@@ -103,6 +103,8 @@ def load_reusable(directories: Iterable[Path], encoder: ModelManifest) -> Reusab
     parts: list[np.ndarray] = []
     count = 0
     for directory in directories:
+        if not Path(directory).is_dir():  # a mistyped --reuse-embeddings would silently re-embed everything
+            raise FileNotFoundError(f"no directory of embedding shards at {directory}")
         for path in shard_files(directory):
             parquet = _open(path, ["text_hash", "encoder_sha256", "vector"])
             table = parquet.read(columns=["text_hash", "encoder_sha256", "vector"])

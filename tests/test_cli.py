@@ -226,3 +226,25 @@ def test_a_serving_variable_does_not_change_eval(monkeypatch):
     monkeypatch.setenv("TWOSTAGE_EVAL_SPLIT", "train")
     evaluation = EvalSettings()
     assert (evaluation.mode, evaluation.split) == ("dense", "train")
+
+
+def test_index_answers_bad_stage1_options_with_a_message(artifacts, capsys, tmp_path):
+    """An unreachable Qdrant, a mistyped shard directory, options that need another: one line each, no traceback."""
+    from twostage.cli import main
+
+    base = ["index", "--artifacts-dir", str(artifacts), "--index-path", str(tmp_path / "index")]
+    cases = [
+        (["--stage1", "qdrant", "--qdrant-url", "http://127.0.0.1:1", "--qdrant-timeout-s", "1"], "Connection refused"),
+        (["--reuse-embeddings", str(tmp_path / "missing")], "no directory of embedding shards"),
+    ]
+    for flags, message in cases:
+        assert main(base + flags) == 1
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier tests' log handlers may write above it)
+        assert last.startswith("twostage index: ") and message in last
+    for flags, message in (
+        (["--stage1", "qdrant"], "exactly one of qdrant_url"),
+        (["--from-index", "x"], "--stage1 qdrant"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(base + flags)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -10,14 +10,22 @@ import logging
 import os
 import sys
 
-from handler.errors import IndexMismatchError
+from handler.errors import IndexMismatchError, Stage1Unavailable
 from handler.onnx_model import ProviderError
 from handler.settings import Settings
 from handler.verify import ArtifactError
 from twostage.flags import add_settings_flags, settings_from_args
 
 # model_export's ExportError is a ValueError: naming it here would import onnx in the server image
-USER_ERRORS = (FileNotFoundError, PermissionError, ValueError, IndexMismatchError, ProviderError, ArtifactError)
+USER_ERRORS = (
+    FileNotFoundError,
+    PermissionError,
+    ValueError,
+    IndexMismatchError,
+    ProviderError,
+    ArtifactError,
+    Stage1Unavailable,
+)
 
 
 def cmd_export(parser, args) -> int:
