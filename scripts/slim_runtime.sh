@@ -12,6 +12,9 @@ rm -rf pip pip-* setuptools setuptools-* pkg_resources _distutils_hack distutils
 rm -rf onnxruntime/transformers onnxruntime/tools onnxruntime/quantization onnxruntime/datasets \
   onnxruntime/backend numpy/f2py numpy/distutils numpy/_pyinstaller numpy/testing numpy/typing/tests
 find . -type d -name tests -path "*numpy*" -prune -exec rm -rf {} +
+# onnxruntime's C-API library: the Python bindings link onnxruntime statically and never load it; the
+# wheel carries it for other packages' native code (onnxruntime-genai), 29 MB on 1.31
+rm -f onnxruntime/capi/libonnxruntime.so*
 # build-time-only packages of this project (export, index build, evaluation, training, benchmarks)
 rm -rf model_export evaluation training benchmarks
 # debug symbols of hnswlib, compiled from source in the image (wheels' vendored libraries are

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+BUDGET_MB = 150  # the pruned tree's budget (docs/results.md, "Runtime install size"), with and without qdrant-client
 
 # `python -S` sees the standard library and PYTHONPATH only: this checkout's code, then the tree.
 CHILD = r"""
@@ -36,6 +37,8 @@ def test_pruned_runtime_tree_has_no_build_tools(runtime_tree):
     installed = {p.name for p in runtime_tree.iterdir()}
     assert {"onnxruntime", "tokenizers", "numpy", "starlette", "mangum", "handler"} <= installed
     assert not installed & {"torch", "pip", "tqdm", "huggingface_hub", "training", "evaluation", "model_export"}
+    assert not list((runtime_tree / "onnxruntime" / "capi").glob("libonnxruntime.so*"))
+    assert _megabytes(runtime_tree) <= BUDGET_MB
 
 
 def test_pruned_runtime_tree_answers_search_without_build_dependencies(runtime_tree, artifacts):
@@ -89,3 +92,4 @@ def test_qdrant_runtime_tree_serves_stage1_from_qdrant(runtime_tree, artifacts, 
     assert report["status"] == 200 and len(report["body"]["results"]) == 3
     assert report["loaded"] == ["qdrant_client"]  # no hnswlib, nothing from the build
     print(f"runtime tree: {_megabytes(runtime_tree):.0f} MB; with qdrant-client: {_megabytes(tree):.0f} MB")
+    assert _megabytes(tree) <= BUDGET_MB
