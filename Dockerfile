@@ -17,8 +17,8 @@ COPY twostage twostage
 COPY scripts scripts
 ENV PIP=pip
 
-# The runtime trees, built only for the target asked for: 141 MB (docs/results.md §8); with
-# qdrant-client ≈ 175 MB (§13).
+# The runtime trees, built only for the target asked for: 118 MB on Python 3.11 (docs/results.md §8);
+# with qdrant-client 147 MB (§13).
 FROM build AS asset-local
 ARG TARGETARCH
 RUN if [ "$TARGETARCH" = "arm64" ]; then export CFLAGS="-O3 -march=armv8.2-a"; fi \

@@ -16,6 +16,7 @@ import threading
 import time
 
 from benchmarks.gpu_rerank import add_model_arguments, load_model, make_pairs
+from benchmarks.machine import describe
 from handler.batching import BatchedCrossEncoder
 
 
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=1, help="batches prepared and run at once")
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
 
     model = load_model(args)
     batched = BatchedCrossEncoder(

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.machine import describe
+
 
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--queries", type=Path, required=True, help="BEIR queries.jsonl")
     parser.add_argument("--limit", type=int, default=300)
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
 
     from handler.manifest import IndexManifest, read_manifest
 

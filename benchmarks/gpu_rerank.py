@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import describe
 from handler.onnx_model import DEFAULT_PROVIDERS, CrossEncoder
 from model_export.parity import PROBE_TEXTS
 
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
 
     model = load_model(args)
     query, passages = make_pairs(args.pairs, model.manifest.max_length)
@@ -61,6 +63,7 @@ def main() -> None:
     model.tokenizer.encode_batch([(query, p) for p in passages])
     tokenize_per_s = len(passages) / (time.perf_counter() - started)
     report = {
+        "machine": describe(),
         "model": args.model_dir,
         "precision": (model.manifest.quantization or {}).get("dtype", "fp32"),
         "providers_live": model.session.get_providers(),

@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.machine import describe
+
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [[%s]]
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=20)
     parser.add_argument("--batching", default="false,true", help="server settings to compare")
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
 
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA % body(args.documents))

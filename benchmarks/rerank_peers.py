@@ -17,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.machine import describe
 from handler.onnx_model import CrossEncoder
 
 MAX_LENGTH = 256
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
 
     query, passages = candidate_pairs(args.data, args.artifacts_dir, args.pairs)
     hf = classification_model(args.bench_dir)

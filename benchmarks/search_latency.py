@@ -10,6 +10,8 @@ import json
 import os
 import statistics
 
+from benchmarks.machine import describe
+
 QUERIES = [
     "How much Veltrazine should a 7-year-old child take?",
     "what does error E240 mean on the ThermoLine X2",
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--recall-k", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
+    print(describe(), flush=True)  # every figure names its CPU
     os.environ["ARTIFACTS_DIR"] = args.artifacts_dir
     os.environ.setdefault("TWOSTAGE_LOG_LEVEL", "WARNING")
     from handler.events import http_api_event

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from handler.admission import Admission, stop_on_disconnect
 from handler.auth import BearerAuth
 from handler.batching import Overloaded
+from handler.cpu import this_cpu
 from handler.errors import Cancelled, InvalidRequest, Stage1Unavailable, TooMuchWork
 from handler.observability import RequestLog
 from handler.openapi import DOCS_HTML, Limits, openapi_document
@@ -277,6 +278,7 @@ def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) 
         floor_source=retriever.floor_source,
         load_ms=retriever.load_ms,
         defaults={"recall_k": settings.recall_k, "top_k": settings.top_k},
+        cpu=this_cpu().as_dict(),
     )
 
 

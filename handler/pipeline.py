@@ -12,6 +12,7 @@ import numpy as np
 from handler import fusion
 from handler.batching import BatchedCrossEncoder
 from handler.calibration import Calibration
+from handler.cpu import this_cpu
 from handler.deadline import RerankRate
 from handler.docstore import Chunk
 from handler.errors import Cancelled, InvalidRequest, Stage1Unavailable, TooMuchWork
@@ -120,7 +121,13 @@ class Retriever:
         calibration = Calibration.from_dict(cross.manifest.calibration)
         load_ms = loaded.load_ms | clock.laps
         log.info(
-            "stage 1 %s (bm25: %s); floor %.3f (%s); %s", stage1.describe(), stage1.has_bm25, floor, source, load_ms
+            "stage 1 %s (bm25: %s); floor %.3f (%s); %s; %s",
+            stage1.describe(),
+            stage1.has_bm25,
+            floor,
+            source,
+            load_ms,
+            this_cpu().describe(),
         )
         rate = RerankRate(settings.rerank_tokens_per_s)
         return cls(loaded.encoder, cross, stage1, floor, source, settings, calibration, load_ms, rate=rate)

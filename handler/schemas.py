@@ -198,3 +198,8 @@ class HealthResponse(BaseModel):
     floor_source: str = Field(description="where the floor came from: setting, calibration or default")
     load_ms: dict[str, float] = Field(description="what each part of init cost")
     defaults: dict[str, int]
+    cpu: dict[str, Any] = Field(
+        {},
+        description="the CPU this instance landed on: model, arch, cpus, the ISA features that decide int8 speed, "
+        "and the best of them (int8)",
+    )

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from handler.cpu import INT8_FEATURES, SHOWN
 from handler.schemas import RerankResponse, SearchResponse
 from handler.settings import Settings
 from tests.conftest import load_event
@@ -100,6 +101,9 @@ def test_health_and_openapi(lambda_handler, artifacts):
     assert status == 200 and body["status"] == "ok"
     assert body["index"]["documents"] == 220
     assert body["bi"]["quantization"]["dtype"] == "int8"
+    cpu = body["cpu"]  # what int8 speed to expect from the host this instance landed on
+    assert cpu["cpus"] >= 1 and cpu["arch"] and set(cpu["isa"]) <= set(SHOWN)
+    assert cpu["int8"] in (*INT8_FEATURES, "none")
     status, spec, _ = invoke(lambda_handler, EVENTS[1], "GET", "/openapi.json")
     assert status == 200 and {"/search", "/rerank", "/health"} <= set(spec["paths"])
     search = spec["paths"]["/search"]["post"]
