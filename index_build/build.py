@@ -38,9 +38,17 @@ def chunk_corpus(
     return chunks
 
 
+def passage_batch_size(asked: int | None, encoder: ModelManifest) -> int:
+    """Texts per encoder run: one for a dynamic-int8 encoder unless asked otherwise. Its activations are
+    quantised with one scale per run, so a batched vector depends on its neighbours; alone, a chunk
+    gets the same vector whichever engine, batch or re-index embeds it (and, unpadded, no slower)."""
+    if asked is not None:
+        return asked
+    return 1 if (encoder.quantization or {}).get("mode") == "dynamic" else 64
+
+
 def embed_passages(encoder: Encoder, passages: list[str], batch_size: int, progress: bool = True) -> np.ndarray:
-    """In slices of `batch_size`, in order: int8 activations are quantised per batch, so the slices
-    decide the vectors, and every engine slices the same way."""
+    """In slices of `batch_size`, in order (see passage_batch_size)."""
     vectors = np.zeros((len(passages), encoder.manifest.dims), dtype=np.float32)
     with tqdm(total=len(passages), desc="embedding", unit="chunk", disable=not progress) as bar:
         for start in range(0, len(passages), batch_size):
@@ -113,12 +121,14 @@ def build_index(settings: IndexSettings) -> IndexManifest:
     reusable = load_reusable([settings.reuse_embeddings], encoder.manifest) if settings.reuse_embeddings else None
     passages = [c.passage for c in chunks]
     hashes = [text_hash(p, encoder.manifest.passage_prompt) for p in passages] if reusable is not None else []
-    vectors, reused = vectors_for(encoder, passages, hashes, settings.embed_batch_size, reusable)
+    batch_size = passage_batch_size(settings.embed_batch_size, encoder.manifest)
+    vectors, reused = vectors_for(encoder, passages, hashes, batch_size, reusable)
     embed_seconds = time.perf_counter() - started
     if settings.embeddings_dir:
         write_shards(settings.embeddings_dir, chunks, vectors, encoder)
     build = {
         "engine": "local",
+        "embed_batch_size": batch_size,
         "embedded": int((~reused).sum()),
         "reused": int(reused.sum()),
         "embed_seconds": round(embed_seconds, 2),

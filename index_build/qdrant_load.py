@@ -36,7 +36,7 @@ from handler.qdrant_stage1 import (
 from handler.sparse_index import bm25_document_vector, bm25_tokenize
 from handler.vector_index import VectorIndex
 from index_build.assemble import bm25_settings
-from index_build.build import chunk_corpus, embed_passages
+from index_build.build import chunk_corpus, embed_passages, passage_batch_size
 from index_build.corpus import Fields
 from index_build.settings import IndexSettings
 from index_build.shards import text_hash
@@ -109,7 +109,10 @@ def _upsert(client, settings, encoder, todo: list[tuple[str, Chunk, np.ndarray |
             given = [v for _, _, v in batch]
             if given[0] is None:  # the local build's batches (int8 activations are quantised per batch)
                 given = embed_passages(
-                    encoder, [c.passage for _, c, _ in batch], settings.embed_batch_size, progress=False
+                    encoder,
+                    [c.passage for _, c, _ in batch],
+                    passage_batch_size(settings.embed_batch_size, encoder.manifest),
+                    progress=False,
                 )
             vectors = np.stack(given)
             tokens = bm25_tokenize([c.passage for _, c, _ in batch], bm25) if bm25 else [None] * len(batch)

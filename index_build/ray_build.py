@@ -31,7 +31,7 @@ from handler.docstore import passage
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
 from handler.onnx_model import available_cpus
 from index_build.assemble import assemble
-from index_build.build import vectors_for
+from index_build.build import passage_batch_size, vectors_for
 from index_build.corpus import Fields, passage_chunker
 from index_build.settings import IndexSettings
 from index_build.shards import COMPLETE, count_rows, load_reusable, read_batches, shard_files, text_hash
@@ -39,6 +39,7 @@ from index_build.shards import COMPLETE, count_rows, load_reusable, read_batches
 log = logging.getLogger(__name__)
 
 TASK_CPUS = 0.25  # each read, chunking and write worker: what the embedding actors leave free
+RAY_BATCH_ROWS = 256  # rows per actor call (the encoder runs its own smaller batches within it)
 
 
 def _model_files(model_dir: Path) -> dict[str, bytes]:
@@ -177,13 +178,14 @@ def build_with_ray(settings: IndexSettings) -> IndexManifest:
             Chunking, fn_constructor_args=chunk_args, batch_format="pyarrow", num_cpus=TASK_CPUS,
             compute=ray.data.ActorPoolStrategy(size=1),
         )  # fmt: skip
+        batch_size = passage_batch_size(settings.embed_batch_size, encoder)
         embed_args = (files, threads, settings.gpus_per_actor > 0, ray.put(reusable) if reusable else None,
-                      settings.embed_batch_size)  # fmt: skip
+                      batch_size)  # fmt: skip
         dataset = dataset.map_batches(
             Embedding,
             fn_constructor_args=embed_args,
             batch_format="pyarrow",
-            batch_size=settings.embed_batch_size * 4,
+            batch_size=max(RAY_BATCH_ROWS, batch_size),
             compute=ray.data.ActorPoolStrategy(size=settings.actors),
             num_cpus=cpus,
             num_gpus=settings.gpus_per_actor or None,
@@ -206,6 +208,7 @@ def build_with_ray(settings: IndexSettings) -> IndexManifest:
         "actors": settings.actors,
         "cpus_per_actor": round(cpus, 3),
         "threads_per_actor": threads,
+        "embed_batch_size": batch_size,
         "gpus_per_actor": settings.gpus_per_actor,
         "embedded": count - reused,
         "reused": reused,

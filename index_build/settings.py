@@ -33,7 +33,12 @@ class IndexSettings(Stage1Store):
     bm25_stemmer: str | None = Field("english", description="Snowball stemmer language (PyStemmer); empty: none")
     bm25_k1: float = Field(1.5, gt=0, description="BM25 k1")
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 b")
-    embed_batch_size: int = Field(64, ge=1, description="texts per encoder batch")
+    embed_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="texts per encoder run (unset: 1 for a dynamic-int8 encoder, so a vector never depends "
+        "on its batch neighbours; 64 otherwise)",
+    )
     seed: int = Field(0, description="hnswlib random seed")
     engine: Literal["local", "ray"] = Field("local", description="build in this process, or as a Ray Data pipeline")
     ray_address: str | None = Field(
