@@ -10,7 +10,7 @@ export HNSWLIB_NO_NATIVE := 1
 # Offline by default: the packaged MiniLM and sample corpus need no hub.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install artifacts demo test lint clean
+.PHONY: install artifacts demo test lint clean bench-isa
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Issue 18's per-CPU figures, on whatever CPU this is (each prints it first; compare runs between hosts:
+# docs/results.md §15). The eval index of SciFact must exist (`twostage eval` builds it).
+bench-isa: artifacts
+	$(BIN)/twostage bench int8-variants --json artifacts/reports/int8-variants-$$($(BIN)/python -c "from handler.cpu import this_cpu; print(this_cpu().int8)").json
+	$(BIN)/twostage bench rerank-peers --threads 2
+	$(BIN)/twostage bench search-latency
 
 clean:
 	rm -rf artifacts

@@ -149,9 +149,21 @@ def run_kind(kind: str, args) -> dict[str, dict]:
             shutil.copytree(fp32_dir, variant)
             make(fp32_dir / "model.onnx", variant / "model.int8.onnx")
             shutil.move(variant / "model.int8.onnx", variant / "model.onnx")
+            _restamp(variant)
             rows[name] = measure(kind, source, variant, args.threads)
             print(f"{name} | {_cells(rows[name])}", flush=True)
     return rows
+
+
+def _restamp(model_dir: Path) -> None:
+    """The manifest's size and sha256 for the swapped-in file (the runtime checks both at load)."""
+    from handler.manifest import ModelManifest, read_manifest, sha256_file, write_manifest
+
+    onnx = model_dir / "model.onnx"
+    manifest = read_manifest(model_dir, ModelManifest)
+    write_manifest(
+        model_dir, manifest.model_copy(update={"sha256": sha256_file(onnx), "size_bytes": onnx.stat().st_size})
+    )
 
 
 def measure_names(kind: str) -> list[str]:
