@@ -59,7 +59,7 @@ def _exported_with_current_recipe(target: Path, quantize: str) -> bool:
 
     if not (target / "manifest.json").is_file():
         return False
-    return read_manifest(target, ModelManifest).quantization == (INT8["cross"] if quantize == "int8" else None)
+    return read_manifest(target, ModelManifest).quantization == (INT8 if quantize == "int8" else None)
 
 
 def export(hf: Path, bench_dir: Path, quantize: str) -> Path:
