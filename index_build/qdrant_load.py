@@ -104,16 +104,12 @@ def _upsert(client, settings, encoder, todo: list[tuple[str, Chunk, np.ndarray |
     from qdrant_client import models
 
     bm25 = record.get("bm25")
+    batch_size = passage_batch_size(settings.embed_batch_size, encoder.manifest)
     with tqdm(total=len(todo), desc="embedding + upserting", unit="chunk") as bar:
         for batch in _batches(todo, settings.qdrant_batch):
             given = [v for _, _, v in batch]
-            if given[0] is None:  # the local build's batches (int8 activations are quantised per batch)
-                given = embed_passages(
-                    encoder,
-                    [c.passage for _, c, _ in batch],
-                    passage_batch_size(settings.embed_batch_size, encoder.manifest),
-                    progress=False,
-                )
+            if given[0] is None:  # not copied from a local index: embedded as the index build embeds
+                given = embed_passages(encoder, [c.passage for _, c, _ in batch], batch_size, progress=False)
             vectors = np.stack(given)
             tokens = bm25_tokenize([c.passage for _, c, _ in batch], bm25) if bm25 else [None] * len(batch)
             points = []
