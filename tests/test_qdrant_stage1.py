@@ -77,7 +77,7 @@ def test_same_answers_as_the_local_store(both, mode, query):
     else:
         assert keys[0] == keys[1]
     for x, y in zip(a["results"], b["results"], strict=True):
-        # the same vectors (same batches), exact search on 225 chunks, and BM25 with the same IDF formula
+        # the same vectors (each chunk embedded alone), exact search on 225 chunks, and BM25 with the same IDF formula
         assert x["stage1_score"] == pytest.approx(y["stage1_score"], rel=tolerance, abs=1e-5)
         assert x["stage1_similarity"] == pytest.approx(y["stage1_similarity"], abs=1e-4)
         assert x["score"] == pytest.approx(y["score"], rel=tolerance, abs=1e-4) and x["text"] == y["text"]
