@@ -47,7 +47,7 @@ def _optimum(fp32: Path, out: Path, target: str) -> None:
     shutil.move(out.parent / "q" / "model_quantized.onnx", out)
 
 
-def _ort(fp32: Path, out: Path, weights: str, fuse: bool = False) -> None:
+def _ort(fp32: Path, out: Path, weights: str, fuse: bool = False, seven_bit: bool = False, ops=None) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
@@ -63,6 +63,8 @@ def _ort(fp32: Path, out: Path, weights: str, fuse: bool = False) -> None:
         out,
         per_channel=True,
         weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
+        reduce_range=seven_bit,
+        op_types_to_quantize=ops,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
     )
 
@@ -76,6 +78,10 @@ VARIANTS = {
     "ORT s8 weights, weight MatMuls only": lambda f, o: _ort(f, o, "s8"),
     "ORT s8 7-bit weights, weight MatMuls only (both models' export)": _export_recipe(quantize_int8),
     "ORT fusions, then s8 incl. QAttention": lambda f, o: _ort(f, o, "s8", fuse=True),
+    "ORT fusions, then s8 7-bit incl. QAttention": lambda f, o: _ort(f, o, "s8", fuse=True, seven_bit=True),
+    "ORT fusions, then s8 7-bit, fp32 Attention": lambda f, o: _ort(
+        f, o, "s8", fuse=True, seven_bit=True, ops=["MatMul"]
+    ),
 }
 
 

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import os
+
 from handler.cpu import this_cpu
+
+KERNELS_ENV = "TWOSTAGE_BENCH_KERNELS"  # set by benchmarks.avx2_proxy
 
 
 def describe() -> str:
-    return this_cpu().describe()
+    capped = os.environ.get(KERNELS_ENV)
+    cap = f"; kernels capped at {capped.upper()} (benchmarks.avx2_proxy)" if capped else ""
+    return this_cpu().describe() + cap
 
 
 def main() -> None:
