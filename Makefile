@@ -10,7 +10,7 @@ export HNSWLIB_NO_NATIVE := 1
 # Offline by default: the packaged MiniLM and sample corpus need no hub.
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install artifacts demo test lint clean bench-isa
+.PHONY: install artifacts demo test lint clean bench-isa bench-avx2-proxy
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,16 @@ test: lint
 bench-isa: artifacts
 	$(BIN)/twostage bench int8-variants --json artifacts/reports/int8-variants-$$($(BIN)/python -c "from handler.cpu import this_cpu; print(this_cpu().int8)").json
 	$(BIN)/twostage bench rerank-peers --threads 2
+	$(BIN)/twostage bench rerank-batch
+	$(BIN)/twostage bench deadline --queries 30 --deadline-ms 500
 	$(BIN)/twostage bench search-latency
+
+# On an AVX-512 or AVX-VNNI host: the same on the MLAS kernels an AVX2-only CPU runs (docs/results.md §15)
+bench-avx2-proxy: artifacts
+	$(BIN)/twostage bench avx2-proxy int8-variants --json artifacts/reports/int8-variants-avx2-proxy.json
+	$(BIN)/twostage bench avx2-proxy rerank-peers --threads 2
+	$(BIN)/twostage bench avx2-proxy rerank-batch
+	$(BIN)/twostage bench avx2-proxy deadline --queries 30 --deadline-ms 500
 
 clean:
 	rm -rf artifacts

@@ -99,7 +99,7 @@ def export(hf: Path, bench_dir: Path, quantize: str) -> Path:
 
 
 def ours(model_dir: Path, threads: int):
-    model = CrossEncoder(model_dir, threads=threads)
+    model = CrossEncoder(model_dir, threads=threads)  # batches as served (rerank_batch_size's default)
     return lambda q, ps: model.logits(q, ps)
 
 

@@ -19,6 +19,7 @@ from tokenizers import Encoding, Tokenizer
 
 from handler.errors import Cancelled
 from handler.manifest import ModelManifest, read_manifest
+from handler.settings import RERANK_BATCH_SIZE
 from handler.verify import ArtifactError, check_max_length, check_model_file, inside
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,13 @@ class OnnxModel:
     corrupt model fails here, naming its file, instead of on every request."""
 
     kind = ""  # what the manifest must say: "bi" or "cross"
+    default_batch_size = 32
 
     def __init__(
         self,
         model_dir: Path | str,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         require_gpu: bool = False,
         max_length: int | None = None,
@@ -114,7 +116,7 @@ class OnnxModel:
         self.tokenizer.enable_truncation(max_length=self.max_length)
         self.session = make_session(onnx_path, threads, providers, require_gpu)
         self.input_names = {node.name for node in self.session.get_inputs()}
-        self.batch_size = batch_size
+        self.batch_size = batch_size or self.default_batch_size
         try:
             self.probe()
         except ArtifactError:
@@ -195,6 +197,9 @@ class CrossEncoder(OnnxModel):
     our own models' mean-pooled head is folded into the graph at export)."""
 
     kind = "cross"
+    # Length-sorted batches of 8 pairs beat 32 on every CPU measured, int8 and fp32 (docs/results.md
+    # §15): the attention scores (batch × heads × length²) of a smaller batch stay in cache.
+    default_batch_size = RERANK_BATCH_SIZE
 
     def probe(self) -> None:
         out = self.session.run(None, self._feeds(self.encode("probe", ["one", "two"])))[0]

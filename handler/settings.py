@@ -17,6 +17,7 @@ def command_config(command: str) -> SettingsConfigDict:
     return SettingsConfigDict(SETTINGS_CONFIG, env_prefix=f"TWOSTAGE_{command.upper()}_")
 
 
+RERANK_BATCH_SIZE = 8  # the CPU's best (docs/results.md §15); the GPU image batches by tokens instead
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
 
@@ -105,7 +106,9 @@ class Settings(Stage1Store):
         None, ge=0.0, le=1.0, description="default relevance floor (unset: the reranker's calibrated floor, else 0)"
     )
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (unset: CPUs available)")
-    rerank_batch_size: int = Field(32, ge=1, description="pairs per cross-encoder batch")
+    rerank_batch_size: int = Field(
+        RERANK_BATCH_SIZE, ge=1, description="pairs per cross-encoder batch (without dynamic batching)"
+    )
     rerank_max_length: int | None = rerank_max_length_field()
     providers: str = Field(
         "tensorrt,cuda,cpu",
