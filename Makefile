@@ -44,6 +44,7 @@ bench-isa: artifacts
 	$(BIN)/twostage bench int8-variants --json artifacts/reports/int8-variants-$$($(BIN)/python -c "from handler.cpu import this_cpu; print(this_cpu().int8)").json
 	$(BIN)/twostage bench rerank-peers --threads 2
 	$(BIN)/twostage bench rerank-batch
+	$(BIN)/twostage bench int8-ceiling
 	$(BIN)/twostage bench deadline --queries 30 --deadline-ms 500
 	$(BIN)/twostage bench search-latency
 
@@ -52,6 +53,7 @@ bench-avx2-proxy: artifacts
 	$(BIN)/twostage bench avx2-proxy int8-variants --json artifacts/reports/int8-variants-avx2-proxy.json
 	$(BIN)/twostage bench avx2-proxy rerank-peers --threads 2
 	$(BIN)/twostage bench avx2-proxy rerank-batch
+	$(BIN)/twostage bench avx2-proxy int8-ceiling
 	$(BIN)/twostage bench avx2-proxy deadline --queries 30 --deadline-ms 500
 
 clean:
