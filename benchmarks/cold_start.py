@@ -57,7 +57,10 @@ def load(name):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     path = f"{models}/{name}/{manifest['onnx_file']}"
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    # as handler.onnx_model.make_session: SLOW_CPU_FUSIONS
+    session = ort.InferenceSession(
+        path, options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
+    )
     tokenizer = Tokenizer.from_file(f"{models}/{name}/tokenizer.json")
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=manifest["max_length"])

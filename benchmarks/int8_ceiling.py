@@ -32,7 +32,7 @@ from benchmarks.machine import describe
 from benchmarks.rerank_batch import fp32_reranker
 from benchmarks.rerank_peers import candidate_pairs
 from handler.manifest import ModelManifest, read_manifest
-from handler.onnx_model import CrossEncoder
+from handler.onnx_model import SLOW_CPU_FUSIONS, CrossEncoder
 
 WEIGHT_GEMMS = {
     "MatMul",
@@ -60,7 +60,9 @@ def session(model: onnx.ModelProto | Path, threads: int, work: Path | None = Non
         options.profile_file_prefix = str(work / "profile")
         options.optimized_model_filepath = str(work / "optimised.onnx")
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        source, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_CPU_FUSIONS)
+    )
 
 
 def gemm_peaks(tokens: int, threads: int, rounds: int = 5) -> dict[str, float]:

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.machine import describe
+from handler.onnx_model import SLOW_CPU_FUSIONS
 from model_export.export import quantize_int8
 from model_export.parity import bi_parity, cross_parity
 
@@ -88,7 +89,9 @@ VARIANTS = {
 def texts_per_second(path: Path, threads: int, batch: int, tokens: int) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_CPU_FUSIONS)
+    )
     names = {i.name for i in session.get_inputs()}
     ids = np.random.default_rng(0).integers(1000, 20000, (batch, tokens))
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
 GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+# onnxruntime's CPU SkipLayerNormalization kernel is a scalar loop: 6x slower than the Add + Add +
+# LayerNormalization it replaces, same output (docs/results.md §15). CPU sessions, and the int8 graphs
+# stored optimised at export, leave those unfused.
+SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
 
 
 class ProviderError(RuntimeError):
@@ -67,7 +71,9 @@ def make_session(
     # Idle intra-op threads would spin for work: on a 2-vCPU Lambda that takes CPU from the init's
     # imports and index load (A/B: −80 ms CPU) while rerank speed does not change (docs/results.md §8).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=wanted_providers(providers))
+    chosen = wanted_providers(providers)
+    slow = SLOW_CPU_FUSIONS if not GPU_PROVIDERS.intersection(chosen) else ()
+    session = ort.InferenceSession(str(path), options, providers=chosen, disabled_optimizers=list(slow))
     # ORT falls back to CPU silently when CUDA/TensorRT cannot start (get_device() still says GPU):
     # what really runs is session.get_providers().
     live = session.get_providers()

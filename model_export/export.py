@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
+from handler.onnx_model import SLOW_CPU_FUSIONS
 from model_export.head import HeadError, fold_head, fold_label_margin, positive_label
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
@@ -98,14 +99,16 @@ def save_ort_optimizations(onnx_file: Path) -> None:
     so each cold start loads a finished graph instead of optimising it again (−20 to −45 ms CPU per
     model, outputs bit-identical: tests/test_export.py). EXTENDED, not ALL: ALL adds layout
     transforms tied to the exporting machine's CPU. int8 only: it is the CPU format, and these fused
-    kernels are the CPU provider's."""
+    kernels are the CPU provider's; minus the fusions whose CPU kernels are slower (SLOW_CPU_FUSIONS)."""
     import onnxruntime as ort
 
     optimized = onnx_file.with_name("model.ort-optimized.onnx")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(optimized)
-    ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    ort.InferenceSession(
+        str(onnx_file), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(SLOW_CPU_FUSIONS)
+    )
     optimized.replace(onnx_file)
 
 
