@@ -45,6 +45,7 @@ bench-isa: artifacts
 	$(BIN)/twostage bench rerank-peers --threads 2
 	$(BIN)/twostage bench rerank-batch
 	$(BIN)/twostage bench int8-ceiling
+	$(BIN)/twostage bench skip-layer-norm
 	$(BIN)/twostage bench deadline --queries 30 --deadline-ms 500
 	$(BIN)/twostage bench search-latency
 
@@ -54,6 +55,7 @@ bench-avx2-proxy: artifacts
 	$(BIN)/twostage bench avx2-proxy rerank-peers --threads 2
 	$(BIN)/twostage bench avx2-proxy rerank-batch
 	$(BIN)/twostage bench avx2-proxy int8-ceiling
+	$(BIN)/twostage bench avx2-proxy skip-layer-norm
 	$(BIN)/twostage bench avx2-proxy deadline --queries 30 --deadline-ms 500
 
 clean:

@@ -2,7 +2,7 @@
 
 The rate is measured per process (every rerank run updates it, the SnapStart priming request included),
 so it adapts to the CPU the function landed on: an AVX2-only host reranks ≈ 4.7× slower than a VNNI one
-(docs/results.md §10).
+(docs/results.md §8).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
 GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
-# onnxruntime's CPU SkipLayerNormalization kernel is a scalar loop: 6x slower than the Add + Add +
+# onnxruntime's CPU SkipLayerNormalization kernel is a scalar loop: over 5x slower than the Add + Add +
 # LayerNormalization it replaces, same output (docs/results.md §15). CPU sessions, and the int8 graphs
 # stored optimised at export, leave those unfused.
 SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
