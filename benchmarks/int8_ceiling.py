@@ -2,7 +2,7 @@
 peak, and the fp32 work that int8 leaves untouched.
 
     python -m benchmarks.int8_ceiling [--batch-size 8] [--threads 2]
-    python -m benchmarks.avx2_proxy int8-ceiling        (the same on an AVX2-only CPU's kernels)
+    python -m benchmarks.kernel_cap avx2 int8-ceiling        (the same on an AVX2-only CPU's kernels)
 
 1. Peaks: MLAS on one weight GEMM of the reranker's largest shape (a batch's tokens × 384 × 1536),
    fp32 `MatMul` and int8 `MatMulInteger` (u8 activations × s8 7-bit weights, as served).

@@ -7,12 +7,12 @@ import os
 
 from handler.cpu import this_cpu
 
-KERNELS_ENV = "TWOSTAGE_BENCH_KERNELS"  # set by benchmarks.avx2_proxy
+KERNELS_ENV = "TWOSTAGE_BENCH_KERNELS"  # set by benchmarks.kernel_cap
 
 
 def describe() -> str:
     capped = os.environ.get(KERNELS_ENV)
-    cap = f"; kernels capped at {capped.upper()} (benchmarks.avx2_proxy)" if capped else ""
+    cap = f"; kernels capped at {capped.upper()} (benchmarks.kernel_cap)" if capped else ""
     return this_cpu().describe() + cap
 
 

@@ -1,7 +1,7 @@
 """Reranker pairs/s by batch size: why `rerank_batch_size` defaults to what it does.
 
     python -m benchmarks.rerank_batch [--sizes 4,8,16,32,64] [--threads 2]
-    python -m benchmarks.avx2_proxy rerank-batch        (the same on an AVX2-only CPU's kernels)
+    python -m benchmarks.kernel_cap avx2 rerank-batch        (the same on an AVX2-only CPU's kernels)
 
 The 100 (query, passage) pairs of `benchmarks.rerank_peers` (one SciFact claim, its hybrid top 100),
 scored by the served reranker (artifacts/models/cross, int8) and by its fp32 export, whole and cut to
