@@ -99,7 +99,7 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
     import numpy as np
 
     from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
-    from handler.manifest import IndexManifest, ModelManifest, read_manifest
+    from handler.manifest import BM25Record, IndexManifest, ModelManifest, read_manifest
     from handler.vector_index import INDEX_NAME
     from index_build.assemble import assemble
     from index_build.settings import IndexSettings
@@ -129,21 +129,21 @@ def synthesise(source: Path, target: Path, chunks: int, seed: int = 0) -> Path:
         sha256=manifest.encoder_sha256,
         max_length=manifest.max_length,
         dims=manifest.dims,
-        pooling=getattr(manifest, "pooling", None),
-        normalize=getattr(manifest, "normalize", False),
+        pooling=manifest.pooling,
+        normalize=bool(manifest.normalize),
         query_prompt=manifest.query_prompt,
         passage_prompt=manifest.passage_prompt,
     )
-    bm25 = manifest.bm25 or {}
+    bm25 = manifest.bm25 or BM25Record()
     settings = IndexSettings(
         index_path=target,
         hnsw_m=manifest.M,
         ef_construction=manifest.ef_construction,
         ef_search=manifest.ef,
-        bm25=bool(manifest.bm25),
-        bm25_k1=bm25.get("k1", 1.5),
-        bm25_b=bm25.get("b", 0.75),
-        bm25_stemmer=bm25.get("stemmer") or "",
+        bm25=manifest.bm25 is not None,
+        bm25_k1=bm25.k1,
+        bm25_b=bm25.b,
+        bm25_stemmer=bm25.stemmer or "",
     )
     build = {"engine": "synthesised", "from": str(source)}
     assemble([(made, noisy)], chunks, encoder, settings, build, time.perf_counter())

@@ -34,7 +34,7 @@ def candidate_pairs(data: Path, artifacts: Path, count: int) -> tuple[str, list[
     beir = load_beir(data, "test")
     query = next(iter(beir.queries.values()))
     retriever = Retriever.from_settings(Settings(artifacts_dir=artifacts, index_path=index))
-    chunks, _ = retriever.recall(query, count, "hybrid")
+    chunks = retriever.recall(query, count, "hybrid").chunks
     return query, [c.passage for c in chunks]
 
 

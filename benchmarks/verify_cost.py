@@ -17,10 +17,11 @@ from pathlib import Path
 
 from benchmarks.machine import describe
 from handler.docstore import DOCSTORE_NAME
+from handler.hnsw_file import check_index_file
 from handler.manifest import IndexManifest, ModelManifest, read_manifest, sha256_file
 from handler.sparse_index import BM25Index
 from handler.vector_index import INDEX_NAME
-from handler.verify import check_docstore_rows, check_index_file, check_sqlite_file, describe_files
+from handler.verify import check_docstore_rows, check_file_records, check_sqlite_file
 
 
 def timed(run, runs: int) -> float:
@@ -51,9 +52,14 @@ def checks(models: Path, index: Path) -> list[tuple[str, str, object]]:
     ]
     rows_checked += [
         (
-            "hnswlib header: count, dims, size",
+            "hnswlib graph: header, level-0 and upper-level ids, labels",
             "quick",
             lambda: check_index_file(index / INDEX_NAME, manifest.count, manifest.dims),
+        ),
+        (
+            "sizes and sampled sha256 of every index file",
+            "quick",
+            lambda: check_file_records(index, manifest.files, False, ""),
         ),
         ("doc store header + rows (count, min, max label)", "quick", lambda: (check_sqlite_file(store), rows(False))),
         ("BM25 postings: shapes and offsets", "quick", lambda: BM25Index(index, manifest, full=False)),
@@ -62,7 +68,7 @@ def checks(models: Path, index: Path) -> list[tuple[str, str, object]]:
         (
             f"sha256 of every index file ({index_bytes / 1e6:.0f} MB)",
             "full",
-            lambda: describe_files(index),
+            lambda: check_file_records(index, manifest.files, True, ""),
         ),
     ]
     return rows_checked

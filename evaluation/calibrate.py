@@ -26,8 +26,9 @@ from tqdm import tqdm
 from evaluation.beir import corpus_titles, dev_queries, load_beir
 from evaluation.evaluate import eval_index
 from evaluation.settings import CalibrateSettings, EvalSettings
+from handler.artifacts import Artifacts
 from handler.calibration import Logistic
-from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest, write_manifest
+from handler.manifest import CALIBRATION_FILE, CalibrationRecord, ModelManifest, read_manifest, write_manifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
 
@@ -56,8 +57,9 @@ class QueryPairs:
 
 
 def query_pairs(retriever: Retriever, qid: str, text: str, relevant: dict, k: int) -> QueryPairs:
-    chunks, candidates = retriever.recall(text, k, retriever.default_mode)
-    logits, _ = retriever.score(text, chunks, candidates)
+    recalled = retriever.recall(text, k, retriever.recall.default_mode)
+    chunks, candidates = recalled
+    logits = retriever.rerank.candidates(text, recalled).logits
     best: dict[str, tuple[float, float, int]] = {}  # doc → (logit, cosine, stage-1 rank) of its best chunk
     for rank, (chunk, candidate, logit) in enumerate(zip(chunks, candidates, logits.tolist(), strict=True), 1):
         if logit > best.get(chunk.doc_id, (-np.inf, 0.0, 0))[0]:
@@ -163,7 +165,7 @@ def refusal_rate(pairs: list[QueryPairs], model: Logistic, floor: float) -> floa
 
 def _dev_queries(settings: CalibrateSettings, data) -> dict:
     """The held-out dev queries recorded at training time, when the reranker carries its training log."""
-    dev = dev_queries(data.queries, settings.artifacts_dir / "models" / "cross") if settings.dev_only else None
+    dev = dev_queries(data.queries, Artifacts(settings.artifacts_dir).cross) if settings.dev_only else None
     return dev or data.queries
 
 
@@ -203,6 +205,7 @@ def calibrate_from_pairs(settings: CalibrateSettings) -> dict:
     if settings.eval_split:
         report |= _evaluate(settings, retriever, other, theirs, search, floor)
     return {
+        "source": "labels",
         "platt": {"a": platt.a, "b": platt.b},
         "platt_cosine": {"a": search.a, "b": search.b, "c": search.c, "d": search.d, "cosine": search.cosine},
         "stage1_prior": settings.stage1_prior,
@@ -259,6 +262,7 @@ def calibrate_from_traces(settings: CalibrateSettings) -> dict:
         raise ValueError(f"{settings.traces}: no score traces")
     floor = float(np.quantile(best, settings.target, method="lower"))
     return {
+        "source": "traces",
         "floor": round(floor, 6),
         "objective": "trace-refusal",
         "target": settings.target,
@@ -268,12 +272,13 @@ def calibrate_from_traces(settings: CalibrateSettings) -> dict:
 
 def calibrate(settings: CalibrateSettings) -> dict:
     calibration = calibrate_from_traces(settings) if settings.traces else calibrate_from_pairs(settings)
-    cross_dir = settings.artifacts_dir / "models" / "cross"
+    cross_dir = Artifacts(settings.artifacts_dir).cross
     manifest = read_manifest(cross_dir, ModelManifest)
     if settings.traces and manifest.calibration:  # traces are already calibrated scores: keep the models
-        calibration |= {k: v for k, v in manifest.calibration.items() if k in ("platt", "platt_cosine")}
-    manifest.calibration = calibration
+        calibration |= manifest.calibration.model_dump(include={"platt", "platt_cosine"}, exclude_none=True)
+    manifest.calibration = CalibrationRecord.model_validate(calibration)
     write_manifest(cross_dir, manifest)
+    stored = manifest.calibration.model_dump(mode="json", exclude_defaults=True)
     # A copy beside the model: put it in the HF model directory and every export carries it.
-    (cross_dir / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
-    return calibration
+    (cross_dir / CALIBRATION_FILE).write_text(json.dumps(stored, indent=2) + "\n")
+    return stored

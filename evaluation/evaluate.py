@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
+from handler.artifacts import Artifacts
 from handler.manifest import ModelManifest
 from handler.pipeline import Retriever
 from handler.settings import Settings
@@ -74,25 +75,20 @@ def eval_collection(settings: EvalSettings, index_dir: Path) -> None:
     )
 
 
-def _without(chunks, candidates, excluded: dict) -> tuple[list, list]:
-    keep = [i for i, c in enumerate(chunks) if c.doc_id not in excluded]
-    return [chunks[i] for i in keep], [candidates[i] for i in keep]
-
-
 def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, exclude: dict) -> Runs:
     """Stage 1 exactly as served (recall_k), plus a deeper stage-1 search only to place recall misses."""
     runs = Runs()
     depth = max(settings.recall_k, settings.diagnose_depth)
     for qid, text in tqdm(data.queries.items(), desc="queries", unit="q"):
         excluded = exclude.get(qid, {})
-        deep_chunks, deep_candidates = _without(*retriever.recall(text, depth, settings.mode), excluded)
-        deep = _max_by_doc([c.doc_id for c in deep_chunks], [c.score for c in deep_candidates])  # best first
-        runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep, 1)}
-        top, candidates = _without(*retriever.recall(text, settings.recall_k, settings.mode), excluded)
-        docs = [c.doc_id for c in top]
-        runs.stage1[qid] = _max_by_doc(docs, [c.score for c in candidates])
+        deep = retriever.recall(text, depth, settings.mode).without(excluded)
+        deep_docs = _max_by_doc([c.doc_id for c in deep.chunks], [c.score for c in deep.candidates])  # best first
+        runs.stage1_ranks[qid] = {doc: rank for rank, doc in enumerate(deep_docs, 1)}
+        top = retriever.recall(text, settings.recall_k, settings.mode).without(excluded)
+        docs = [c.doc_id for c in top.chunks]
+        runs.stage1[qid] = _max_by_doc(docs, [c.score for c in top.candidates])
         if settings.rerank:
-            _, scores = retriever.score(text, top, candidates)
+            scores = retriever.rerank.candidates(text, top).scores
             runs.two_stage_scores[qid] = _max_by_doc(docs, scores)  # the served order: by the served score
             runs.scored[qid] = (docs, scores)
     return runs
@@ -146,7 +142,7 @@ def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, 
 def evaluate_dataset(settings: EvalSettings) -> dict:
     data = load_beir(settings.data, settings.split)
     if settings.dev_only:
-        data.queries = dev_queries(data.queries, settings.artifacts_dir / "models" / "cross") or {}
+        data.queries = dev_queries(data.queries, Artifacts(settings.artifacts_dir).cross) or {}
         if not data.queries:
             raise ValueError(f"dev_only: the reranker records no dev queries in split {settings.split!r}")
         data.qrels = {q: data.qrels[q] for q in data.queries if q in data.qrels}
@@ -176,16 +172,17 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "recall_k": settings.recall_k,
         "mode": settings.mode,
         "excluded_pairs": sum(map(len, exclude.values())),
-        "score_model": retriever.score_model,
-        "rerank_max_length": retriever.cross.max_length,
+        "score_model": retriever.rerank.score_model,
+        "rerank_max_length": retriever.rerank.cross.max_length,
         "models": {
-            kind: _describe(m) for kind, m in (("bi", retriever.encoder.manifest), ("cross", retriever.cross.manifest))
+            "bi": _describe(retriever.recall.encoder.manifest),
+            "cross": _describe(retriever.rerank.cross.manifest),
         },
         "stage1": metrics(qrels, runs.stage1, settings.recall_k),
         "recall_miss": recall_misses(qrels, runs.stage1_ranks, settings.recall_k, settings.diagnose_depth),
     }
     if settings.rerank:
-        floor = retriever.floor
+        floor = retriever.rerank.floor
         two_stage = runs.two_stage_scores  # the served order and score
         floored = {q: {d: score for d, score in docs.items() if score >= floor} for q, docs in two_stage.items()}
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
@@ -197,7 +194,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
             }
         report["floor"] = {
             "value": floor,
-            "source": retriever.floor_source,
+            "source": retriever.rerank.floor_source,
             "refused_queries": sum(not docs for docs in floored.values()),
         }
     report["seconds_per_query"] = round((time.perf_counter() - started) / max(1, len(data.queries)), 4)

@@ -46,7 +46,7 @@ def init_runs_ahead() -> bool:
 def settings_for_init(settings: Settings) -> Settings:
     """Full artifact checks (every file's sha256, SQLite quick_check, BM25 postings) where the init runs
     ahead of callers: what they cost is paid once per version (SnapStart) or environment, not by a request."""
-    return settings.model_copy(update={"verify": "full"}) if init_runs_ahead() else settings
+    return settings.replace(verify="full") if init_runs_ahead() else settings
 
 
 def _restored() -> None:

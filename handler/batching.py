@@ -55,7 +55,7 @@ class DynamicBatcher:
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self.batches = 0  # counters for /health and tests
+        self.batches = 0  # batches run and pairs scored so far (tests read them)
         self.pairs = 0
         # Two workers let one build the next batch's feeds (and copy results back) while the other's
         # batch runs: onnxruntime releases the GIL inside session.run.
@@ -90,11 +90,6 @@ class DynamicBatcher:
             if cancelled:
                 raise TimeoutError(f"reranking did not finish within {timeout}s") from None
             return future.result()
-
-    @property
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._queue)
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what is queued, stop the workers."""
@@ -181,9 +176,6 @@ class BatchedCrossEncoder:
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]:
         return self.cross.encode(query, passages)
-
-    def logits(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        return self.logits_encoded(self.cross.encode(query, passages))
 
     def logits_encoded(self, encodings: Sequence[Encoding], stop=None) -> np.ndarray:
         """`stop` is checked by the pipeline between stages; queued pairs finish with their batch."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handler.manifest import CalibrationRecord
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -58,13 +60,9 @@ class Calibration:
     calibrated: bool = True  # False: no fit shipped with the reranker, the scores are its raw sigmoid
 
     @classmethod
-    def from_dict(cls, calibration: dict | None) -> Calibration:
+    def from_record(cls, record: CalibrationRecord | dict | None) -> Calibration:
         """From a manifest's `calibration`: {"platt": {a, b}, "platt_cosine": {a, b, c, d?, cosine?}, "floor": …}."""
-        calibration = calibration or {}
-        rerank = Logistic(**calibration["platt"]) if "platt" in calibration else Logistic()
-        search = Logistic(**calibration["platt_cosine"]) if "platt_cosine" in calibration else rerank
-        return cls(rerank, search, "platt" in calibration)
-
-    @property
-    def uses_cosine(self) -> bool:
-        return self.search.c != 0.0
+        record = CalibrationRecord.model_validate(record or {})
+        rerank = Logistic(**record.platt.model_dump()) if record.platt else Logistic()
+        search = Logistic(**record.platt_cosine.model_dump()) if record.platt_cosine else rerank
+        return cls(rerank, search, record.platt is not None)

@@ -1,10 +1,11 @@
-"""The CPU this process landed on: its model and the instruction-set features that decide int8 speed
-(the same int8 file is ≈ 4× apart between AVX-512 VNNI and AVX2-only hosts, docs/results.md §8).
-Read once from /proc/cpuinfo, logged at init, reported by /health, printed by every benchmark."""
+"""The CPU this process landed on: its model, the CPUs it may use, and the instruction-set features that
+decide int8 speed (docs/results.md §8, §15). Read once from /proc/cpuinfo and the cgroup quota, logged at
+init, reported by /health, printed by every benchmark; `available_cpus` sizes every thread pool."""
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -31,6 +32,18 @@ class Cpu:
         return {"model": self.model, "arch": self.arch, "cpus": self.cpus, "isa": list(self.isa), "int8": self.int8}
 
 
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity and the cgroup quota (Lambda, containers)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
 @functools.cache
 def this_cpu() -> Cpu:
     model, flags = "", set()
@@ -43,11 +56,10 @@ def this_cpu() -> Cpu:
                 flags = set(value.split())
     except OSError:  # not Linux: the model from platform, features unknown
         pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return Cpu(
         model=model or platform.processor() or platform.machine(),
         arch=platform.machine(),
-        cpus=cpus,
+        cpus=available_cpus(),
         isa=tuple(f for f in SHOWN if f in flags),
         int8=next((f for f in INT8_FEATURES if f in flags), "none"),
     )

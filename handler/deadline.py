@@ -1,8 +1,8 @@
 """Answers within a deadline: how fast this process reranks, and how much of the rest fits the time left.
 
 The rate is measured per process (every rerank run updates it, the SnapStart priming request included),
-so it adapts to the CPU the function landed on: an AVX2-only host reranks ≈ 4.7× slower than a VNNI one
-(docs/results.md §8).
+so it adapts to the CPU the function landed on: an AVX2-only host reranks several times slower than a
+VNNI one (docs/results.md §8, §15).
 """
 
 from __future__ import annotations

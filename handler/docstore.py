@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handler.verify import ArtifactError, check_docstore_rows, check_sqlite_file
+from handler.errors import ArtifactError
+from handler.verify import check_docstore_rows, check_sqlite_file
 
 DOCSTORE_NAME = "docstore.sqlite"
 SCHEMA = """

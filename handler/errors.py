@@ -19,6 +19,14 @@ class TooMuchWork(ValueError):
         self.field, self.message = field, message
 
 
+class ArtifactError(RuntimeError):
+    """An artifact that is missing a part, corrupt, or disagrees with another; names the file (and field)."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = str(path), problem
+
+
 class IndexMismatchError(RuntimeError):
     """The stage-1 store was built for another encoder (sha256, prompts, dims): init fails, naming both."""
 

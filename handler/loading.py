@@ -4,7 +4,7 @@ onnxruntime releases the GIL while it builds a session, so the handler's remaini
 meanwhile; hnswlib's load holds the GIL, so it stays on the calling thread (docs/results.md §8).
 That calling thread is the cold start's critical path, so the builders leave it a core of its own:
 on 2 vCPUs both models build one after the other on one worker (two workers beside the main thread
-on two cores answered the first request ~20 ms later, in interleaved runs).
+answered the first request later, in interleaved runs: docs/results.md §8).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from handler.onnx_model import CrossEncoder, Encoder, available_cpus
+from handler.cpu import available_cpus
+from handler.onnx_model import CrossEncoder, Encoder
 from handler.settings import Settings
 
 
@@ -54,13 +55,13 @@ def start_loading(settings: Settings) -> PendingModels:
         "require_gpu": settings.require_gpu,
     }
     pool = ThreadPoolExecutor(max_workers=builder_threads(cpus), thread_name_prefix="load-models")
-    bi = pool.submit(_timed, Encoder, settings.bi_dir, **session)
+    bi = pool.submit(_timed, Encoder, settings.artifacts.bi, **session)
     cross = pool.submit(
         _timed,
         CrossEncoder,
-        settings.cross_dir,
-        batch_size=settings.rerank_batch_size,
-        max_length=settings.rerank_max_length,
+        settings.artifacts.cross,
+        batch_size=settings.rerank.rerank_batch_size,
+        max_length=settings.rerank.rerank_max_length,
         **session,
     )
     pool.shutdown(wait=False)  # the threads end with their jobs

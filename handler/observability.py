@@ -4,8 +4,9 @@ The log line carries the request id (Lambda's invocation id, or X-Request-Id / a
 serve`), route, status, per-stage timings, candidate count and whether the answer was refused. Under
 Lambda with the JSON log format (template.yaml) the runtime's formatter writes it; elsewhere `JsonLines`
 does, with the same fields. The EMF line (printed to stdout, where CloudWatch turns it into metrics)
-holds latency per stage, refusals, errors and cold starts, dimensioned by route. Written directly:
-Powertools' Logger and Metrics cost ≈ 31 ms of import per cold start (docs/results.md §11).
+holds latency per stage, refusals, errors and cold starts, dimensioned by route, in the namespace
+TWOSTAGE_METRICS_NAMESPACE (or Powertools' POWERTOOLS_METRICS_NAMESPACE; the template sets one per stack).
+Written directly: importing Powertools' Logger and Metrics would lengthen every cold start (docs/results.md §11).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("twostage.request")
-NAMESPACE = "twostage"
 _COLD = {"start": True}  # the first request of this process is the cold start's
 
 
@@ -52,7 +52,9 @@ def use_json_logs(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def emf_line(route: str, status: int, timings: dict[str, float], refused: bool | None, cold: bool) -> str:
+def emf_line(
+    route: str, status: int, timings: dict[str, float], refused: bool | None, cold: bool, namespace: str = "twostage"
+) -> str:
     metrics = {f"{name.removesuffix('_ms')}_ms": value for name, value in timings.items()}
     counts = {"requests": 1, "errors": int(status >= 500), "refusals": int(bool(refused)), "cold_starts": int(cold)}
     units = [{"Name": name, "Unit": "Milliseconds"} for name in metrics]
@@ -60,7 +62,7 @@ def emf_line(route: str, status: int, timings: dict[str, float], refused: bool |
     document = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{"Namespace": NAMESPACE, "Dimensions": [["route"]], "Metrics": units}],
+            "CloudWatchMetrics": [{"Namespace": namespace, "Dimensions": [["route"]], "Metrics": units}],
         },
         "route": route,
         **metrics,
@@ -89,8 +91,8 @@ class RequestLog:
     """Times each HTTP request and writes its log and EMF lines; routes add what they know (timings,
     candidates, refused) to `request.state.log`. Echoes the request id as X-Request-Id."""
 
-    def __init__(self, app: ASGIApp, metrics: bool = True):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: bool = True, namespace: str = "twostage"):
+        self.app, self.metrics, self.namespace = app, metrics, namespace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,4 +128,5 @@ class RequestLog:
         log.info("request", extra=fields)
         if self.metrics and scope["path"] in ("/search", "/rerank", "/v2/rerank"):
             stages = {"total_ms": round(elapsed_ms, 2)} | {k: v for k, v in timings.items() if k != "total_ms"}
-            print(emf_line(scope["path"], status, stages, found.get("refused"), cold), file=sys.stdout, flush=True)
+            line = emf_line(scope["path"], status, stages, found.get("refused"), cold, self.namespace)
+            print(line, file=sys.stdout, flush=True)

@@ -7,8 +7,6 @@ whether it was indexed offline or arrives in a request.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,20 +15,17 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from handler.errors import Cancelled
+from handler.cpu import available_cpus
+from handler.errors import ArtifactError, Cancelled
 from handler.manifest import ModelManifest, read_manifest
-from handler.settings import RERANK_BATCH_SIZE
-from handler.verify import ArtifactError, check_max_length, check_model_file, inside
+from handler.providers import DEFAULT_PROVIDERS, GPU_PROVIDERS, PROVIDERS, RERANK_BATCH_SIZE, check_provider_names
+from handler.verify import check_file_records, check_max_length, check_model_file, inside
 
 log = logging.getLogger(__name__)
 
-# Short names a setting may use, in the default order of preference.
-PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
-DEFAULT_PROVIDERS = ("tensorrt", "cuda", "cpu")
-GPU_PROVIDERS = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
-# onnxruntime's CPU SkipLayerNormalization kernel is a scalar loop: over 5x slower than the Add + Add +
-# LayerNormalization it replaces, same output (docs/results.md §15). CPU sessions, and the int8 graphs
-# stored optimised at export, leave those unfused.
+# onnxruntime's CPU SkipLayerNormalization kernel is a scalar loop, slower than the Add + Add +
+# LayerNormalization it replaces with the same output (docs/results.md §15). CPU sessions, and the int8
+# graphs stored optimised at export, leave those unfused.
 SLOW_CPU_FUSIONS = ("SkipLayerNormFusion",)
 
 
@@ -38,23 +33,9 @@ class ProviderError(RuntimeError):
     """A GPU was required but ONNX Runtime is not running the model on one."""
 
 
-def available_cpus() -> int:
-    """CPUs this process may really use: affinity and the cgroup quota (Lambda, containers)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
 def wanted_providers(names: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
     """The asked-for providers this onnxruntime build has, in the asked order (CPU always last)."""
-    unknown = [n for n in names if n not in PROVIDERS]
-    if unknown:
-        raise ValueError(f"providers: unknown {unknown}; choose from {list(PROVIDERS)}")
+    names = check_provider_names(names)
     built = set(ort.get_available_providers())
     chosen = [PROVIDERS[n] for n in names if PROVIDERS[n] in built and PROVIDERS[n] != PROVIDERS["cpu"]]
     return chosen + [PROVIDERS["cpu"]]
@@ -69,7 +50,7 @@ def make_session(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op threads would spin for work: on a 2-vCPU Lambda that takes CPU from the init's
-    # imports and index load (A/B: −80 ms CPU) while rerank speed does not change (docs/results.md §8).
+    # imports and index load while rerank speed does not change (docs/results.md §8).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen = wanted_providers(providers)
     slow = SLOW_CPU_FUSIONS if not GPU_PROVIDERS.intersection(chosen) else ()
@@ -84,6 +65,13 @@ def make_session(
             f"(asked for {list(providers)}; this onnxruntime has {ort.get_available_providers()})"
         )
     return session
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises its own exception type for an unparsable file
+        raise ArtifactError(path, f"not a tokenizer ({error})") from None
 
 
 class OnnxModel:
@@ -112,15 +100,21 @@ class OnnxModel:
                 self.model_dir / "manifest.json", f"a {self.manifest.kind} model where a {self.kind} belongs"
             )
         onnx_path = inside(self.model_dir, self.manifest.onnx_file)
-        # sha256 always: ≈ 15 ms per model on the loading thread (docs/results.md §10)
+        # every file whole, always: the model's few MB hash quickly on the loading thread (docs/results.md §10)
         check_model_file(onnx_path, self.manifest.size_bytes, self.manifest.sha256, checksum=True)
+        check_file_records(self.model_dir, self.manifest.files, True, "export it again with `twostage export`")
         check_max_length(self.model_dir, self.manifest.max_length)
         # Never beyond what the model was exported for; shorter only when asked (a latency lever).
         self.max_length = min(self.manifest.max_length, max_length or self.manifest.max_length)
-        self.tokenizer = Tokenizer.from_file(str(inside(self.model_dir, "tokenizer.json")))
+        self.tokenizer = load_tokenizer(inside(self.model_dir, "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length)
-        self.session = make_session(onnx_path, threads, providers, require_gpu)
+        try:
+            self.session = make_session(onnx_path, threads, providers, require_gpu)
+        except ProviderError:
+            raise
+        except Exception as error:  # onnxruntime's own exception types for a graph it cannot read
+            raise ArtifactError(onnx_path, f"onnxruntime cannot load it ({error})") from None
         self.input_names = {node.name for node in self.session.get_inputs()}
         self.batch_size = batch_size or self.default_batch_size
         try:
@@ -203,8 +197,7 @@ class CrossEncoder(OnnxModel):
     our own models' mean-pooled head is folded into the graph at export)."""
 
     kind = "cross"
-    # Length-sorted batches of 8 pairs beat 32 on every CPU measured, int8 and fp32 (docs/results.md
-    # §15): the attention scores (batch × heads × length²) of a smaller batch stay in cache.
+    # small batches keep the attention scores (batch × heads × length²) in cache (handler/providers.py)
     default_batch_size = RERANK_BATCH_SIZE
 
     def probe(self) -> None:
@@ -226,6 +219,9 @@ class CrossEncoder(OnnxModel):
         if not encodings:
             return np.zeros(0, dtype=np.float32)
         return self._run_sorted(encodings, self._logit_batch, stop)
+
+    def close(self) -> None:
+        pass
 
     def logits_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """One session run over exactly these pairs (the dynamic batcher has already sized them)."""

@@ -1,6 +1,6 @@
 """The OpenAPI document, generated from the pydantic bodies in `handler.schemas` on first request.
 
-Built here rather than by FastAPI: importing FastAPI costs ≈ 0.2 s of every Lambda cold start, and
+Built here rather than by FastAPI: importing FastAPI lengthens every Lambda cold start (docs/results.md §8), and
 this document is all we used it for beyond Starlette and pydantic.
 """
 
@@ -17,6 +17,7 @@ from handler.schemas import (
     HealthResponse,
     RerankRequest,
     RerankResponse,
+    RerankV1Request,
     SearchRequest,
     SearchResponse,
     TEIRerankRequest,
@@ -31,6 +32,7 @@ TEI_OR_COHERE_ANSWER = (RerankResponse, TEIRerankResponse)
 ROUTES = [
     ("post", "/search", "Stage-1 recall, cross-encoder rerank and relevance floor", SearchRequest, SearchResponse),
     ("post", "/rerank", "Rerank documents: Cohere v2's body, or TEI's (`texts`)", TEI_OR_COHERE, TEI_OR_COHERE_ANSWER),
+    ("post", "/v1/rerank", "Cohere v1 rerank, at the path cohere.Client posts to", RerankV1Request, RerankResponse),
     ("post", "/v2/rerank", "Cohere v2 rerank, at the path Cohere's SDK posts to", RerankRequest, RerankResponse),
     ("get", "/health", "Loaded models, index and floor", None, HealthResponse),
 ]
@@ -92,7 +94,7 @@ def _write_limits(schemas: dict, limits: Limits) -> None:
     """The checks handler/api.py makes with the deployment's settings, as schema keywords."""
     schemas["SearchRequest"]["properties"]["query"]["maxLength"] = limits.max_query_chars
     top_k = schemas["SearchRequest"]["properties"]["top_k"]
-    top_k["description"] += " (a top_k above recall_k is a 422)"
+    top_k["description"] += " (a top_k above a recall_k sent with it is a 422)"
     tei = schemas["TEIRerankRequest"]["properties"]
     tei["query"]["maxLength"] = limits.max_query_chars
     tei["texts"]["maxItems"] = limits.max_documents
@@ -104,6 +106,12 @@ def _write_limits(schemas: dict, limits: Limits) -> None:
         (option if option.get("type") == "string" else schemas["RerankDocument"]["properties"]["text"])["maxLength"] = (
             limits.max_document_chars
         )
+    v1 = schemas["RerankV1Request"]["properties"]
+    v1["query"]["maxLength"] = limits.max_query_chars
+    v1["documents"]["maxItems"] = limits.max_documents
+    for option in v1["documents"]["items"]["anyOf"]:
+        if option.get("type") == "string":
+            option["maxLength"] = limits.max_document_chars
 
 
 @cache

@@ -21,12 +21,11 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from handler.docstore import Chunk
-from handler.errors import IndexMismatchError, Stage1Unavailable
+from handler.errors import ArtifactError, IndexMismatchError, Stage1Unavailable
 from handler.fusion import Sides
 from handler.manifest import ModelManifest, check_binding
 from handler.settings import Settings, Stage1Store
 from handler.sparse_index import bm25_query_vector, bm25_tokenize
-from handler.verify import ArtifactError
 
 log = logging.getLogger(__name__)
 

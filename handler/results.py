@@ -51,3 +51,4 @@ class Reranked:
     score: float
     logit: float
     text: str
+    tokens: int = 0  # the pair's tokens the reranker read (a response's usage)

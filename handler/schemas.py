@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from handler.checks import VISIBLE_PATTERN
 from handler.settings import MAX_RECALL_K, MAX_TOP_K
-from handler.types import VISIBLE_PATTERN, has_visible_text
-
-
-def _not_blank(value: str) -> str:
-    if not has_visible_text(value):
-        raise ValueError("must contain a visible character (not only spaces, control or zero-width characters)")
-    return value.strip()
 
 
 def _whole_number(value: Any) -> Any:
@@ -30,7 +24,12 @@ class SearchRequest(BaseModel):
 
     query: str = Field(description="the question or keywords", json_schema_extra=QUERY_SCHEMA)
     recall_k: int | None = Field(None, ge=1, le=MAX_RECALL_K, description="stage-1 candidates to rerank")
-    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, description="results to return, at most recall_k")
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_TOP_K,
+        description="results to return, at most recall_k (without recall_k, a larger top_k raises it to top_k)",
+    )
     floor: float | None = Field(None, ge=0.0, le=1.0, description="minimum relevance score to keep a result")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(None, description="stage-1 mode (default: deployment's)")
     deadline_ms: int | None = Field(
@@ -41,7 +40,6 @@ class SearchRequest(BaseModel):
         "the results are drawn from those (default: the deployment's, if any)",
     )
 
-    _query = field_validator("query")(_not_blank)
     _counts = field_validator("recall_k", "top_k", "deadline_ms", mode="before")(_whole_number)
 
 
@@ -104,7 +102,7 @@ class RerankDocument(BaseModel):
 
 
 class RerankRequest(BaseModel):
-    """Cohere v2 rerank body; v1-style {"text": …} documents are accepted too."""
+    """Cohere v2 rerank body (Infinity's is the same with `raw_scores`); {"text": …} documents are accepted too."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
@@ -113,6 +111,7 @@ class RerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1)
     model: str | None = Field(None, description="accepted for Cohere compatibility; the deployed model answers")
     return_documents: bool = False
+    raw_scores: bool = Field(False, description="the reranker's logits as relevance_score (Infinity's option)")
     max_tokens_per_doc: int | None = Field(
         None,
         ge=1,
@@ -120,11 +119,55 @@ class RerankRequest(BaseModel):
         "to the reranker's max length",
     )
 
-    _query = field_validator("query")(_not_blank)
     _counts = field_validator("top_n", "max_tokens_per_doc", mode="before")(_whole_number)
 
+    @property
     def texts(self) -> list[str]:
+        """The documents' texts, whichever form each came in (TEI's body has a `texts` field)."""
         return [doc if isinstance(doc, str) else doc.text for doc in self.documents]
+
+
+class RerankV1Request(BaseModel):
+    """Cohere v1 rerank body (`cohere.Client`): documents as strings or objects; `rank_fields` names the
+    fields read, in order (else `text`); each object comes back whole with `return_documents`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    query: str = Field(json_schema_extra=QUERY_SCHEMA)
+    documents: list[str | dict[str, Any]] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    model: str | None = Field(None, description="accepted for Cohere compatibility; the deployed model answers")
+    return_documents: bool = False
+    rank_fields: list[str] | None = Field(None, min_length=1, description="document fields read, in this order")
+    max_chunks_per_doc: int | None = Field(None, ge=1, description="accepted; each pair is cut to the max length")
+
+    _counts = field_validator("top_n", "max_chunks_per_doc", mode="before")(_whole_number)
+
+    @model_validator(mode="after")
+    def _documents_have_text(self):
+        fields = self.rank_fields or ["text"]
+        for i, doc in enumerate(self.documents):
+            if isinstance(doc, dict) and not any(isinstance(doc.get(f), str) for f in fields):
+                raise ValueError(f"documents.{i} has no text field among {fields}")
+        return self
+
+    @property
+    def texts(self) -> list[str]:
+        """What the reranker reads of each document: the string, or its rank fields as `field: value` lines."""
+        fields = self.rank_fields or ["text"]
+
+        def read(doc) -> str:
+            if isinstance(doc, str):
+                return doc
+            if self.rank_fields is None:
+                return doc["text"]
+            return "\n".join(f"{f}: {doc[f]}" for f in fields if isinstance(doc.get(f), str))
+
+        return [read(doc) for doc in self.documents]
+
+    def document(self, index: int) -> dict[str, Any]:
+        doc = self.documents[index]
+        return {"text": doc} if isinstance(doc, str) else doc
 
 
 class TEIRerankRequest(BaseModel):
@@ -138,8 +181,6 @@ class TEIRerankRequest(BaseModel):
     return_text: bool = False
     truncate: bool = Field(False, description="accepted; pairs are always cut to the reranker's max length")
     truncation_direction: Literal["Right", "right"] = "Right"
-
-    _query = field_validator("query")(_not_blank)
 
 
 class TEIRerankResult(BaseModel):
@@ -155,13 +196,24 @@ class TEIRerankResponse(RootModel[list[TEIRerankResult]]):
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
-    document: RerankDocument | None = None
+    document: dict[str, Any] | None = Field(None, description="the document as sent, with return_documents")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="tokens the reranker read (every pair, cut to its max length)")
+    total_tokens: int
 
 
 class RerankResponse(BaseModel):
+    """Cohere's answer (v1 and v2), with the fields Infinity's clients also read (`model`, `usage`)."""
+
     id: str
     results: list[RerankResult]
     meta: dict[str, Any]
+    model: str = Field(description="the deployed reranker")
+    usage: Usage
+    object: Literal["rerank"] = "rerank"
+    created: int = Field(description="Unix time of the answer")
 
 
 class ErrorDetail(BaseModel):

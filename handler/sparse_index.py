@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from handler.errors import IndexMismatchError
+from handler.errors import ArtifactError, IndexMismatchError
 from handler.manifest import IndexManifest
-from handler.verify import ArtifactError, check_bm25_arrays
+from handler.verify import check_bm25_arrays
 
 BM25_DIR = "bm25"
 
@@ -29,14 +29,29 @@ def bm25_tokenize(texts: list[str], settings: dict) -> list[list[str]]:
     )
 
 
+def check_tokenizer(index_dir: Path, settings: dict) -> None:
+    """The recorded stemmer and stopwords are ones this runtime has: else init fails naming the field."""
+    import Stemmer
+
+    if settings.get("stemmer") and settings["stemmer"] not in Stemmer.algorithms():
+        raise ArtifactError(
+            index_dir / "manifest.json", f"bm25.stemmer: {settings['stemmer']!r} is not a known stemmer"
+        )
+    try:
+        bm25_tokenize(["probe"], settings)
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(index_dir / "manifest.json", f"bm25.stopwords: {error}") from None
+
+
 class BM25Index:
     """Loaded only when the index manifest lists a BM25 artifact; checked against it like the dense side."""
 
     def __init__(self, index_dir: Path, manifest: IndexManifest, full: bool = False):
         import bm25s
 
-        self.settings = manifest.bm25 or {}
+        self.settings = manifest.bm25.model_dump() if manifest.bm25 else {}
         self.directory = index_dir / BM25_DIR
+        check_tokenizer(index_dir, self.settings)
         try:
             self.bm25 = bm25s.BM25.load(str(self.directory), mmap=True, show_progress=False)
         except (OSError, ValueError, KeyError) as error:  # missing, truncated or unparsable arrays
@@ -50,11 +65,6 @@ class BM25Index:
                 f"BM25 artifact in {index_dir} holds {chunks} chunks but the dense index "
                 f"{manifest.count}; rebuild with `twostage index`"
             )
-        if self.settings.get("stemmer"):
-            import Stemmer
-
-            if self.settings["stemmer"] not in Stemmer.algorithms():
-                raise IndexMismatchError(f"BM25 artifact needs the {self.settings['stemmer']!r} stemmer")
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels and BM25 scores, best first; empty when no query term is in the vocabulary."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -24,9 +23,11 @@ class CrossScorer(Protocol):
 
     def encode(self, query: str, passages: Sequence[str]) -> list[Encoding]: ...
 
-    def logits(self, query: str, passages: Sequence[str]) -> np.ndarray: ...
-
     def logits_encoded(self, encodings: list[Encoding], stop: threading.Event | None = None) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Finish queued work before shutdown (the batcher); nothing for a plain session."""
+        ...
 
 
 class Stage1(Protocol):
@@ -61,13 +62,3 @@ class Stage1(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-# A query needs one character that is not whitespace, a control or a zero-width/format character. One
-# regex for the pipeline's check and the OpenAPI document's `pattern`: clients and fuzzers see one rule.
-VISIBLE_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]"
-_VISIBLE = re.compile(VISIBLE_PATTERN)
-
-
-def has_visible_text(text: str) -> bool:
-    return bool(_VISIBLE.search(text))

@@ -7,8 +7,9 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from handler.hnsw_file import check_index_file
 from handler.manifest import IndexManifest, ModelManifest, check_binding, read_manifest
-from handler.verify import check_files, check_index_file
+from handler.verify import check_file_records
 
 INDEX_NAME = "index.bin"
 
@@ -17,8 +18,8 @@ class VectorIndex:
     def __init__(self, index_dir: Path, encoder: ModelManifest, threads: int = 1, checksum: bool = False):
         self.manifest: IndexManifest = read_manifest(index_dir, IndexManifest)
         check_binding(self.manifest.model_dump(), encoder, f"index {index_dir}", "twostage index")
-        check_files(index_dir, self.manifest.files, checksum)
-        # hnswlib trusts `dim` and reads past its buffer when it is wrong: check the file's own header first.
+        check_file_records(index_dir, self.manifest.files, checksum, "rebuild it with `twostage index`")
+        # hnswlib trusts its file (dims, ids, levels) and dies by a signal on a bad one: check it first
         check_index_file(index_dir / INDEX_NAME, self.manifest.count, self.manifest.dims)
         self.index = hnswlib.Index(space=self.manifest.space, dim=self.manifest.dims)
         self.index.load_index(str(index_dir / INDEX_NAME), max_elements=self.manifest.count)

@@ -1,46 +1,43 @@
 """Artifact checks before the first request: a wrong or corrupt file fails init, naming the file.
 
-Every check here is cheap enough for an on-demand cold start (numbers: docs/results.md §10) except the
-two `full` adds: the SQLite `quick_check` (it reads the whole doc store) and the BM25 postings' range
-scan. `full` runs where nobody waits: the SnapStart priming, a provisioned init, `twostage serve`'s
-start-up when asked (TWOSTAGE_VERIFY=full).
-Why each matters: hnswlib trusts the dims it is given and reads past its buffer when they are wrong
-(an abort, not an exception); a doc store or BM25 artifact that disagrees with the index answers 500
-on every request while /health says ok.
+Every file beside a manifest is recorded in it (size, sha256, and the sha256 of a fixed sample of its
+blocks); an artifact without that record is refused with the command that makes one. `quick` (every
+cold start) checks sizes and sampled checksums, each model's files in full, hnswlib's graph
+(handler/hnsw_file.py) and counts; `full` adds every file's whole sha256, SQLite's `quick_check` and the
+BM25 postings' range scan, and runs where nobody waits: the SnapStart priming, a provisioned init,
+`twostage serve` when asked (TWOSTAGE_VERIFY=full). Costs: docs/results.md §10.
+Why each matters: hnswlib trusts its file and dies by a signal on a bad id; a doc store or BM25
+artifact that disagrees with the index answers wrong results or 500s while /health says ok.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from handler.manifest import sha256_file
+from handler.errors import ArtifactError
+from handler.manifest import MANIFEST_NAME, FileRecord, describe_file, sample_sha256, sha256_file
 
 # RoBERTa-family models start positions after the padding index: pad_token_id + 1 of them are unusable.
 POSITION_OFFSET_MODELS = {"roberta", "xlm-roberta", "camembert", "longformer", "xlm-roberta-xl"}
-HNSW_HEADER = struct.Struct("<QQQQQQiIQQQdQ")  # hnswlib's saveIndex: offsets, counts, sizes, levels, M, mult, ef
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-class ArtifactError(RuntimeError):
-    """An artifact that is missing a part, corrupt, or disagrees with another; names the file."""
-
-    def __init__(self, path: Path | str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = str(path), problem
+RECORD = "record what is there now with `twostage verify --record`"
 
 
 def inside(directory: Path, name: str) -> Path:
     """`directory / name`, refused when a manifest's name escapes its directory (`../../etc/passwd`)."""
-    root = directory.resolve()
-    path = (root / name).resolve()
+    try:
+        root = directory.resolve(strict=True)
+        path = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError) as error:  # a symlink loop, a NUL byte
+        raise ArtifactError(directory / name, f"unreadable path ({error})") from None
     if not path.is_relative_to(root):
-        raise ArtifactError(directory / "manifest.json", f"file {name!r} lies outside {directory}")
+        raise ArtifactError(directory / MANIFEST_NAME, f"file {name!r} lies outside {directory}")
     if not path.is_file():
         raise ArtifactError(root / name, "missing (named by manifest.json)")
     return path
@@ -60,9 +57,12 @@ def position_limit(model_dir: Path) -> int | None:
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         return None
-    config = json.loads(config_path.read_text())
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int):
+    try:
+        config = json.loads(config_path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise ArtifactError(config_path, f"not a readable JSON config ({error})") from None
+    positions = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions < 1:
         return None
     if config.get("model_type") in POSITION_OFFSET_MODELS:
         positions -= (config.get("pad_token_id") or 1) + 1
@@ -75,39 +75,6 @@ def check_max_length(model_dir: Path, max_length: int) -> None:
         raise ArtifactError(
             model_dir / "manifest.json", f"max_length {max_length} exceeds the model's {limit} positions (config.json)"
         )
-
-
-@dataclass(frozen=True)
-class HnswHeader:
-    count: int
-    max_elements: int
-    dims: int
-    bytes_per_element: int
-
-
-def read_hnsw_header(path: Path) -> HnswHeader:
-    """The counts hnswlib wrote at the top of index.bin, read without loading the graph."""
-    with open(path, "rb") as handle:
-        raw = handle.read(HNSW_HEADER.size)
-    if len(raw) < HNSW_HEADER.size:
-        raise ArtifactError(path, f"{len(raw)} bytes: too short for an hnswlib index")
-    _level0, max_elements, count, per_element, label_offset, data_offset, *_ = HNSW_HEADER.unpack(raw)
-    data_bytes = label_offset - data_offset
-    if not 0 < data_bytes < per_element or data_bytes % 4 or count > max_elements:
-        raise ArtifactError(path, "header is not an hnswlib index's (corrupt)")
-    return HnswHeader(count, max_elements, data_bytes // 4, per_element)
-
-
-def check_index_file(path: Path, count: int, dims: int) -> None:
-    """index.bin holds `count` vectors of `dims` floats, and at least their bytes are on disk."""
-    header = read_hnsw_header(path)
-    if header.dims != dims:
-        raise ArtifactError(path, f"holds {header.dims}-d vectors, manifest.json says dims {dims}")
-    if header.count != count:
-        raise ArtifactError(path, f"holds {header.count} vectors, manifest.json says count {count}")
-    needed = HNSW_HEADER.size + header.count * header.bytes_per_element
-    if path.stat().st_size < needed:
-        raise ArtifactError(path, f"{path.stat().st_size} bytes, its header needs at least {needed} (truncated)")
 
 
 def check_sqlite_file(path: Path) -> None:
@@ -153,14 +120,29 @@ def check_bm25_arrays(directory: Path, data, indices, indptr, vocab_size: int, c
         raise ArtifactError(directory, "posting scores are not finite (corrupt)")
 
 
-def describe_files(directory: Path) -> dict[str, dict]:
-    """{relative name: {bytes, sha256}} of every file under `directory` but the manifest (index build)."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != "manifest.json")
-    return {str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+def describe_files(directory: Path, skip: tuple[str, ...] = ()) -> dict[str, FileRecord]:
+    """A record of every file under `directory` but the manifest and `skip` (index build, export)."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in (MANIFEST_NAME, *skip))
+    return {str(p.relative_to(directory)): describe_file(p) for p in files}
 
 
-def check_files(directory: Path, files: dict[str, dict] | None, checksum: bool) -> None:
-    """Every file the manifest lists is inside `directory`, of its size, and (when asked) of its sha256."""
-    for name, expected in (files or {}).items():
+def check_file_records(directory: Path, files: dict[str, FileRecord] | None, full: bool, rebuild: str) -> None:
+    """Every file the manifest records is inside `directory` and is the one recorded: its size and
+    sampled sha256 always, its whole sha256 when `full`. No record: refused, naming how to make one."""
+    manifest = directory / MANIFEST_NAME
+    if not files:
+        raise ArtifactError(manifest, f"records no files (made by an older twostage): {rebuild}, or {RECORD}")
+    for name, record in files.items():
         path = inside(directory, name)
-        check_model_file(path, expected.get("bytes"), expected.get("sha256", ""), checksum and "sha256" in expected)
+        size = path.stat().st_size
+        if size != record.bytes:
+            raise ArtifactError(path, f"{size} bytes, manifest.json says {record.bytes} (truncated or replaced)")
+        if full and sha256_file(path) != record.sha256:
+            raise ArtifactError(
+                path, f"sha256 differs from manifest.json's {record.sha256[:12]}… (corrupt or replaced)"
+            )
+        if not full:
+            if record.sample_sha256 is None:
+                raise ArtifactError(manifest, f"records no sampled checksum for {name}: {rebuild}, or {RECORD}")
+            if sample_sha256(path) != record.sample_sha256:
+                raise ArtifactError(path, "sampled sha256 differs from manifest.json's (corrupt or replaced)")

@@ -16,9 +16,9 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from handler.cpu import available_cpus
 from handler.docstore import DOCSTORE_NAME, SCHEMA, Chunk
 from handler.manifest import IndexManifest, ModelManifest, write_manifest
-from handler.onnx_model import available_cpus
 from handler.sparse_index import BM25_DIR, bm25_tokenize
 from handler.vector_index import INDEX_NAME
 from handler.verify import describe_files
@@ -130,7 +130,7 @@ def assemble(
             "assembly_seconds": round(time.perf_counter() - started, 2),
             "seconds": round(time.perf_counter() - build_started, 2),
         },
-        files=describe_files(staging),  # checked at every init: sizes always, sha256 with TWOSTAGE_VERIFY=full
+        files=describe_files(staging),  # checked at every init (handler/verify.py)
     )
     write_manifest(staging, manifest)
     shutil.rmtree(target, ignore_errors=True)

@@ -36,8 +36,9 @@ from handler.qdrant_stage1 import (
 from handler.sparse_index import bm25_document_vector, bm25_tokenize
 from handler.vector_index import VectorIndex
 from index_build.assemble import bm25_settings
-from index_build.build import chunk_corpus, embed_passages, passage_batch_size
 from index_build.corpus import Fields
+from index_build.embedding import embed_passages, passage_batch_size
+from index_build.local_build import chunk_corpus
 from index_build.settings import IndexSettings
 from index_build.shards import text_hash
 

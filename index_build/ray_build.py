@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from handler.cpu import available_cpus
 from handler.docstore import passage
 from handler.manifest import IndexManifest, ModelManifest, read_manifest
-from handler.onnx_model import available_cpus
 from index_build.assemble import assemble
-from index_build.build import passage_batch_size, vectors_for
 from index_build.corpus import Fields, passage_chunker
+from index_build.embedding import passage_batch_size, vectors_for
 from index_build.settings import IndexSettings
 from index_build.shards import COMPLETE, count_rows, load_reusable, read_batches, shard_files, text_hash
 

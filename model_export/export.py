@@ -12,6 +12,7 @@ from pathlib import Path
 
 from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
 from handler.onnx_model import SLOW_CPU_FUSIONS
+from handler.verify import describe_files
 from model_export.head import HeadError, fold_head, fold_label_margin, positive_label
 from model_export.parity import bi_parity, cross_parity, parity_failures
 from model_export.settings import ExportSettings
@@ -58,15 +59,14 @@ def onnx_export(source_dir: Path, out_dir: Path, task: str) -> Path:
 
 def quantize_int8(onnx_dir: Path) -> Path:
     """Both models: per-channel signed weights in a 7-bit range, uint8 activations, weight MatMuls only.
-    The bi-encoder used optimum's `avx2` recipe (u8 weights) until issue 18. On AVX-512 VNNI this one
-    embeds 1.35× as fast at the same parity and the same retrieval quality (docs/results.md §15), and
-    u8×s8 is the kernel every CPU family has: VNNI's vpdpbusd, AVX2's vpmaddubsw, arm64's udot/usmmla.
+    Faster than optimum's `avx2` recipe (u8 weights) at the same parity and retrieval quality
+    (docs/results.md §15), and u8×s8 is the kernel every CPU family has: VNNI's vpdpbusd, AVX2's
+    vpmaddubsw, arm64's udot/usmmla.
 
     onnxruntime's quantiser directly, not optimum's ORTQuantizer, which cannot keep the attention
-    MatMuls (activation × activation) in fp32: quantising those cost parity (worst |Δ logit| .083 vs
-    .069 of the range) and time (12% of a batch in MatMulIntegerToFloat). Signed weights run the VNNI
-    kernels (1.45× the unsigned ones on this CPU); the 7-bit range keeps AVX2 machines without VNNI
-    clear of the u8×s8 saturation they are prone to (`benchmarks/int8_variants.py`, docs/results.md §1).
+    MatMuls (activation × activation) in fp32: quantising those cost parity and time. Signed weights
+    run the faster VNNI kernels; the 7-bit range keeps AVX2 machines without VNNI clear of the u8×s8
+    saturation they are prone to (`benchmarks/int8_variants.py`, docs/results.md §1, §15).
     """
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -96,8 +96,8 @@ def optimize_fp16(onnx_dir: Path) -> Path:
 
 def save_ort_optimizations(onnx_file: Path) -> None:
     """Store onnxruntime's graph optimisations (fusions, constant folding) in the int8 file itself,
-    so each cold start loads a finished graph instead of optimising it again (−20 to −45 ms CPU per
-    model, outputs bit-identical: tests/test_export.py). EXTENDED, not ALL: ALL adds layout
+    so each cold start loads a finished graph instead of optimising it again (docs/results.md §8; outputs
+    bit-identical: tests/test_export.py). EXTENDED, not ALL: ALL adds layout
     transforms tied to the exporting machine's CPU. int8 only: it is the CPU format, and these fused
     kernels are the CPU provider's; minus the fusions whose CPU kernels are slower (SLOW_CPU_FUSIONS)."""
     import onnxruntime as ort
@@ -188,6 +188,7 @@ def _manifest(
         pad_id=config.pad_token_id or 0,
         quantization=quantization,
         libraries=library_versions(),
+        files=describe_files(onnx_path.parent, skip=(onnx_path.name,)),  # the ONNX file has its own sha256
         **fields,
     )
 
@@ -195,7 +196,8 @@ def _manifest(
 def _install(
     onnx_file: Path, work_dir: Path, source_dir: Path, target_dir: Path, quantization: dict | None, head: dict | None
 ) -> Path:
-    target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target_dir, ignore_errors=True)  # nothing of an earlier export stays beside this one
+    target_dir.mkdir(parents=True)
     shutil.copy(onnx_file, target_dir / "model.onnx")
     if (source_dir / HEAD_FILE).is_file():  # our own cross-encoder: the graph ends in its logit
         fold_head(target_dir / "model.onnx", source_dir / HEAD_FILE)

@@ -91,7 +91,7 @@ def _torch_cross_encoder(source_dir: Path, positive: int | None):
     from transformers import AutoModelForSequenceClassification
 
     if (source_dir / HEAD_FILE).is_file():
-        from training.model import MeanPoolCrossEncoder
+        from model_export.torch_head import MeanPoolCrossEncoder
 
         return MeanPoolCrossEncoder.load(source_dir)
     model = AutoModelForSequenceClassification.from_pretrained(str(source_dir)).eval()

@@ -48,14 +48,15 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
     assert 0.0 <= report["in_domain"]["answerable_refused"] <= 1.0
     assert len(report["out_of_domain"]) == 2
     stored = read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration
-    assert stored == result
+    assert stored.model_dump(mode="json", exclude_defaults=True) == result and result["source"] == "labels"
     assert json.loads((own_artifacts / "models" / "cross" / CALIBRATION_FILE).read_text()) == result
     retriever = Retriever.from_settings(Settings(artifacts_dir=own_artifacts))
-    assert (retriever.floor, retriever.floor_source) == (result["floor"], "calibration")
+    assert (retriever.rerank.floor, retriever.rerank.floor_source) == (result["floor"], "calibration")
     # /search serves sigmoid(a·logit + d·ln(stage-1 rank) + c·(the query's best cosine) + b), and sorts by it:
     # within a query that is the order of logit − 4·ln(rank).
-    chunks, candidates = retriever.recall("dose for children", 5, "hybrid")
-    logits, scores = retriever.score("dose for children", chunks, candidates)
+    recalled = retriever.recall("dose for children", 5, "hybrid")
+    chunks, candidates = recalled
+    logits, scores = retriever.rerank.candidates("dose for children", recalled)
     best_cosine, ranks = max(c.similarity for c in candidates), np.arange(1, len(candidates) + 1)
     fit = result["platt_cosine"]
     expected = 1 / (1 + np.exp(-(fit["a"] * logits + fit["d"] * np.log(ranks) + fit["c"] * best_cosine + fit["b"])))
@@ -64,7 +65,9 @@ def test_calibration_from_labelled_pairs_sets_the_served_floor(own_artifacts, ti
         assert list(np.argsort(-scores)) == list(np.argsort(-(logits - 4 * np.log(ranks))))
     # /rerank has no stage 1: the logit alone, Platt-scaled.
     platt = result["platt"]
-    reranked = sorted(retriever.rerank("dose for children", [c.passage for c in chunks]), key=lambda r: r.index)
+    reranked = sorted(
+        retriever.rerank_documents("dose for children", [c.passage for c in chunks]), key=lambda r: r.index
+    )
     expected = 1 / (1 + np.exp(-(platt["a"] * logits + platt["b"])))
     assert [r.score for r in reranked] == pytest.approx(expected, rel=1e-5)
 
@@ -74,7 +77,7 @@ def test_calibration_from_score_traces_refuses_the_target_share(own_artifacts, t
     traces.write_text("".join(json.dumps({"scores": [i / 100, i / 200]}) + "\n" for i in range(100)))
     result = calibrate(CalibrateSettings(traces=traces, target=0.1, artifacts_dir=own_artifacts))
     assert result["floor"] == pytest.approx(0.09)
-    assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration["floor"] == result["floor"]
+    assert read_manifest(own_artifacts / "models" / "cross", ModelManifest).calibration.floor == result["floor"]
 
 
 def test_a_missing_out_of_domain_directory_fails_before_any_scoring(own_artifacts, tiny_beir, tmp_path):  # noqa: F811

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.settings import Settings
+from handler.settings import ServerSettings, Settings
 from twostage.cli import build_parser
 from twostage.flags import settings_from_args
 
@@ -21,7 +21,7 @@ def test_env_vars_fill_options_and_flags_override_them(monkeypatch):
     monkeypatch.setenv("ARTIFACTS_DIR", "/srv/art")
     sub, args = parse(["query", "q", "--top-k", "3"])
     settings = settings_from_args(sub, Settings, args)
-    assert (settings.recall_k, settings.top_k, str(settings.artifacts_dir)) == (42, 3, "/srv/art")
+    assert (settings.recall.recall_k, settings.top_k, str(settings.artifacts_dir)) == (42, 3, "/srv/art")
 
 
 def test_bad_flag_value_is_a_usage_error_naming_the_flag(capsys):
@@ -34,7 +34,7 @@ def test_bad_flag_value_is_a_usage_error_naming_the_flag(capsys):
 
 def test_every_settings_field_has_a_flag():
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
-    for name in Settings.model_fields:
+    for name in Settings.flat_fields():
         assert "--" + name.replace("_", "-") in help_text
         assert "TWOSTAGE_" + name.upper() in help_text
 
@@ -152,6 +152,7 @@ def query_flags(artifacts) -> dict[str, tuple[str, object]]:
         "log_level": ("DEBUG", "DEBUG"),
         "log_format": ("text", "text"),
         "metrics": (False, False),
+        "metrics_namespace": ("stack-a/twostage", "stack-a/twostage"),
         "verify": ("full", "full"),
         # the local store serves; the Qdrant settings are read all the same (tests/test_qdrant_stage1.py serves them)
         "stage1": ("local", "local"),
@@ -176,7 +177,8 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
     from twostage.cli import main
 
     flags = query_flags(artifacts)
-    assert set(flags) == set(Settings.model_fields) - {"api_key", "qdrant_api_key"}  # a new setting needs a row here
+    serving = set(Settings.flat_fields()) - {"api_key", "qdrant_api_key"} - set(ServerSettings.model_fields)
+    assert set(flags) == serving  # a new setting needs a row here
     argv = ["query", "What does error E240 mean?", "--json"]
     for name, (value, _) in flags.items():
         flag = "--" + name.replace("_", "-")
@@ -190,7 +192,7 @@ def test_query_honours_every_flag_it_accepts(artifacts, monkeypatch, capsys):
     assert main(argv) == 0
     (settings,) = built
     for name, (_, expected) in flags.items():
-        assert getattr(settings, name) == expected, name
+        assert settings.value(name) == expected, name
     answer = json_module.loads(capsys.readouterr().out)
     assert (answer["mode"], answer["recall_k"], answer["top_k"]) == ("bm25", 7, 3)
     assert answer["floor"] == 0.001 and answer["candidates"] <= 7 and len(answer["results"]) <= 3
@@ -204,12 +206,12 @@ def test_each_environment_variable_means_one_thing():
     from index_build.settings import IndexSettings
     from model_export.settings import ExportSettings
     from training.settings import TrainSettings
-    from twostage.flags import env_names
+    from twostage.flags import env_names, flat_fields
 
     readers: dict[str, set] = {}
     for cls in (Settings, ExportSettings, IndexSettings, EvalSettings, CalibrateSettings, TrainSettings):
-        for name in cls.model_fields:
-            for env in env_names(cls, name):
+        for name, (owner, _) in flat_fields(cls).items():
+            for env in env_names(owner, name):
                 readers.setdefault(env, set()).add(cls.__name__)
     shared = {env for env, classes in readers.items() if len(classes) > 1}
     # where stage 1 lives is one thing for index, eval and serving: declared once, in Stage1Store

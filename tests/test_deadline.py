@@ -38,7 +38,10 @@ class SlowCPU:
 
 def slow(retriever, tokens_per_s: float = 2000.0):
     """≈ 25 sample pairs a second, and a rate estimate that starts from a wrong guess and learns."""
-    return dataclasses.replace(retriever, cross=SlowCPU(retriever.cross, tokens_per_s), rate=RerankRate(20_000.0))
+    slow = dataclasses.replace(
+        retriever.rerank, cross=SlowCPU(retriever.rerank.cross, tokens_per_s), rate=RerankRate(20_000.0)
+    )
+    return dataclasses.replace(retriever, rerank=slow)
 
 
 def test_a_small_deadline_reranks_fewer_candidates_in_stage1_order(retriever):
@@ -62,7 +65,9 @@ def test_a_generous_deadline_answers_exactly_as_without_one(retriever):
 
 
 def test_a_deadline_too_short_for_any_pair_says_so(retriever):
-    answer = dataclasses.replace(retriever, rate=SlowRate(1.0)).search(QUERY, recall_k=20, deadline_ms=1)
+    answer = dataclasses.replace(retriever, rerank=dataclasses.replace(retriever.rerank, rate=SlowRate(1.0))).search(
+        QUERY, recall_k=20, deadline_ms=1
+    )
     assert answer.refused and answer.reranked == 0 and answer.deadline_cut
     assert answer.reason.startswith("deadline:")
 

@@ -21,8 +21,8 @@ CHILD = r"""
 import json, sys
 from handler.settings import Settings
 from handler.pipeline import Retriever
-settings = Settings(artifacts_dir=sys.argv[1], verify=sys.argv[2])
-try:
+try:  # "-": ARTIFACTS_DIR from the environment, as Lambda gives it
+    settings = Settings(verify=sys.argv[2], **({} if sys.argv[1] == "-" else {"artifacts_dir": sys.argv[1]}))
     retriever = Retriever.from_settings(settings)
 except Exception as error:
     print(json.dumps({"init": type(error).__name__, "message": str(error)}))
@@ -37,14 +37,14 @@ print(json.dumps({"init": "ok", "search": found.status_code, "ids": ids, "health
 """
 
 
-def load(artifacts: Path, verify: str = "quick", wrap: tuple = ()) -> dict:
+def load(artifacts: Path | str, verify: str = "quick", wrap: tuple = (), env: dict | None = None) -> dict:
     out = subprocess.run(
         [*wrap, sys.executable, "-c", CHILD, str(artifacts), verify],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
     )
     assert out.returncode == 0, f"the process died ({out.returncode}): {out.stderr[-2000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -74,11 +74,15 @@ def edit_json(path: Path, **changes) -> None:
     rewrite(path, json.dumps(data).encode())
 
 
-def forget_file_record(root: Path) -> None:
-    """An index from before `files` was recorded: the deeper checks must stand on their own."""
-    manifest = root / "index" / "manifest.json"
+def record_as_is(directory: Path) -> None:
+    """The manifest in `directory` records its files as they are now (an attacker's or a careless copy's
+    manifest): the checks that read the files themselves must stand on their own."""
+    from handler.verify import describe_files
+
+    manifest = directory / "manifest.json"
     data = json.loads(manifest.read_text())
-    data.pop("files", None)
+    skip = (data["onnx_file"],) if "onnx_file" in data else ()
+    data["files"] = {name: r.model_dump() for name, r in describe_files(directory, skip).items()}
     rewrite(manifest, json.dumps(data).encode())
 
 
@@ -117,7 +121,6 @@ def test_smaller_dims_fail_init_instead_of_wrong_results(copy):
 def test_index_with_fewer_elements_than_its_manifest(copy):
     count = json.loads((copy / "index" / "manifest.json").read_text())["count"]
     edit_json(copy / "index" / "manifest.json", count=count + 5)
-    forget_file_record(copy)
     init_fails(load(copy), "index.bin", f"holds {count} vectors")
 
 
@@ -125,16 +128,16 @@ def test_index_with_fewer_elements_than_its_manifest(copy):
 def test_damaged_index_bin(copy, damage):
     path = copy / "index" / "index.bin"
     data = path.read_bytes()
-    forget_file_record(copy)
     rng = np.random.default_rng(0)
     rewrite(path, data[: len(data) // 2] if damage == "truncated" else rng.bytes(len(data)))
+    record_as_is(copy / "index")
     init_fails(load(copy), "index.bin")
 
 
 def test_truncated_doc_store(copy):
     path = copy / "index" / "docstore.sqlite"
-    forget_file_record(copy)
     rewrite(path, path.read_bytes()[: path.stat().st_size // 2])
+    record_as_is(copy / "index")
     init_fails(load(copy), "docstore.sqlite", "truncated")
 
 
@@ -142,13 +145,13 @@ def test_doc_store_with_fewer_rows_than_the_index(copy):
     import sqlite3
 
     path = copy / "index" / "docstore.sqlite"
-    forget_file_record(copy)
     data = path.read_bytes()
     path.unlink()
     path.write_bytes(data)
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM chunks WHERE label = (SELECT max(label) FROM chunks)")
     db.close()
+    record_as_is(copy / "index")
     init_fails(load(copy), "docstore.sqlite", "chunks")
 
 
@@ -161,18 +164,18 @@ def test_doc_store_damaged_inside_is_caught_by_its_recorded_hash(copy):
 
 def test_bm25_array_truncated(copy):
     path = copy / "index" / "bm25" / "indices.csc.index.npy"
-    forget_file_record(copy)
     rewrite(path, path.read_bytes()[:200])
+    record_as_is(copy / "index")
     init_fails(load(copy), "bm25")
 
 
 def test_bm25_postings_out_of_range_answer_503_or_fail_full_init(copy):
     path = copy / "index" / "bm25" / "indices.csc.index.npy"
-    forget_file_record(copy)
     indices = np.load(path)
     indices[:] = 10**6  # every posting points past the chunks
     path.unlink()
     np.save(path, indices)
+    record_as_is(copy / "index")
     quick = load(copy)
     assert quick == {"init": "ok", "search": 503, "ids": [], "health": 503}, quick
     init_fails(load(copy, "full"), "bm25", "posting ids")
@@ -229,3 +232,252 @@ def test_artifacts_dir_with_uri_characters_stays_read_only(artifacts, tmp_path, 
     before = sorted(p.name for p in (target / "index").iterdir())
     assert load(target) == healthy
     assert sorted(p.name for p in (target / "index").iterdir()) == before  # no empty database created
+
+
+# -- what the file records and the graph check catch ---------------------------------------------
+
+
+def hnsw_layout(path: Path):
+    from handler.hnsw_file import HEADER, read_header
+
+    header = read_header(path)
+    return header, HEADER.size, HEADER.size + header.count * header.bytes_per_element
+
+
+def first_upper_list(path: Path, data: bytes) -> int:
+    """The byte offset of the first element's level-1 list (its count word)."""
+    header, _, offset = hnsw_layout(path)
+    for _ in range(header.count):
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        if length:
+            return offset + 4
+        offset += 4
+    raise AssertionError("no element above level 0")
+
+
+def patched(data: bytes, offset: int, value: int, size: int = 4) -> bytes:
+    return data[:offset] + value.to_bytes(size, "little", signed=value < 0) + data[offset + size :]
+
+
+def damage_entry_point(path: Path, data: bytes) -> bytes:
+    return patched(data, 52, 1_000_000)
+
+
+def damage_max_level(path: Path, data: bytes) -> bytes:
+    return patched(data, 48, 1000)
+
+
+def damage_level0_neighbour(path: Path, data: bytes) -> bytes:
+    header, start, _ = hnsw_layout(path)
+    return patched(data, start + 4, header.count + 7)  # element 0's first neighbour (every element has one)
+
+
+def damage_upper_neighbour(path: Path, data: bytes) -> bytes:
+    return patched(data, first_upper_list(path, data) + 4, 1_000_000)
+
+
+def damage_labels(path: Path, data: bytes) -> bytes:
+    header, start, _ = hnsw_layout(path)
+    return patched(data, start + header.label_offset, 1, 8)  # element 0 takes element 1's label
+
+
+GRAPH_DAMAGE = {
+    "entry point 1,000,000": (damage_entry_point, "entry point"),
+    "max level 1000": (damage_max_level, "max level"),
+    "a level-0 neighbour out of range": (damage_level0_neighbour, "level-0 neighbour id"),
+    "an upper-level neighbour out of range": (damage_upper_neighbour, "upper neighbour id"),
+    "two elements with one label": (damage_labels, "labels"),
+}
+
+
+@pytest.mark.parametrize("damage", list(GRAPH_DAMAGE))
+def test_a_graph_that_would_kill_the_process_fails_init_even_when_recorded(copy, damage):
+    """Right size, manifest re-recorded to match: only the graph check stands between it and a SIGSEGV."""
+    change, words = GRAPH_DAMAGE[damage]
+    path = copy / "index" / "index.bin"
+    rewrite(path, change(path, path.read_bytes()))
+    record_as_is(copy / "index")
+    init_fails(load(copy), "index.bin", words)
+
+
+def test_a_graph_damaged_under_its_record_fails_the_sampled_checksum(copy):
+    path = copy / "index" / "index.bin"
+    rewrite(path, damage_entry_point(path, path.read_bytes()))
+    init_fails(load(copy), "index.bin", "sampled sha256")
+
+
+def test_an_index_of_the_same_size_from_another_build_fails_quick_init(copy):
+    """Every vector under another label (what another corpus's index of the same size looks like)."""
+    import hnswlib
+
+    path = copy / "index" / "index.bin"
+    manifest = json.loads((copy / "index" / "manifest.json").read_text())
+    index = hnswlib.Index(space="cosine", dim=manifest["dims"])
+    index.load_index(str(path))
+    vectors = index.get_items(list(range(manifest["count"])), return_type="numpy")
+    other = hnswlib.Index(space="cosine", dim=manifest["dims"])
+    other.init_index(
+        max_elements=manifest["count"], M=manifest["M"], ef_construction=manifest["ef_construction"], random_seed=0
+    )
+    other.add_items(vectors[::-1], np.arange(manifest["count"]), num_threads=1)
+    path.unlink()
+    other.save_index(str(path))
+    assert (
+        path.stat().st_size == json.loads((copy / "index" / "manifest.json").read_text())["files"]["index.bin"]["bytes"]
+    )
+    init_fails(load(copy), "index.bin", "sampled sha256")
+
+
+def test_random_damage_to_the_graph_never_kills_the_process(copy, tmp_path):
+    """Bytes of the link lists overwritten at random, the manifest re-recorded each time: every load, in
+    one process, fails init naming index.bin or answers; the process never dies by a signal."""
+    path = copy / "index" / "index.bin"
+    original = path.read_bytes()
+    header, start, _ = hnsw_layout(path)
+    rng = np.random.default_rng(30)
+    for trial in range(12):
+        data = bytearray(original)
+        for _ in range(8):
+            element = int(rng.integers(header.count))
+            slot = int(rng.integers(header.max_m0 + 1))
+            offset = start + element * header.bytes_per_element + 4 * slot
+            data[offset : offset + 4] = int(rng.integers(0, 2**32)).to_bytes(4, "little")
+        rewrite(path, bytes(data))
+        record_as_is(copy / "index")
+        report = load(copy)  # a signal would fail load()'s returncode check
+        assert report["init"] in ("ok", "ArtifactError"), (trial, report)
+        assert report["init"] == "ok" or "index.bin" in report["message"], (trial, report)
+
+
+def test_a_doc_store_with_shuffled_labels_fails_init(copy):
+    import sqlite3
+
+    path = copy / "index" / "docstore.sqlite"
+    rewrite(path, path.read_bytes())
+    with sqlite3.connect(path) as db:
+        count = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        db.execute("UPDATE chunks SET label = -1 - label")
+        db.execute(f"UPDATE chunks SET label = ((-1 - label) + 1) % {count}")
+    db.close()
+    init_fails(load(copy), "docstore.sqlite")
+    init_fails(load(copy, "full"), "docstore.sqlite")
+
+
+def test_bm25_files_of_another_corpus_fail_init(copy, tmp_path):
+    from index_build.build import build_index
+    from index_build.settings import IndexSettings
+
+    corpus = tmp_path / "other.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": f"gizmo number {i} hums"}) + "\n" for i in range(30)))
+    build_index(IndexSettings(artifacts_dir=copy, corpus=corpus, index_path=tmp_path / "other"))
+    shutil.rmtree(copy / "index" / "bm25")
+    shutil.copytree(tmp_path / "other" / "bm25", copy / "index" / "bm25")
+    init_fails(load(copy), "bm25")
+
+
+def test_an_index_without_file_records_is_refused_with_the_way_out(copy):
+    edit_json(copy / "index" / "manifest.json", files=None)
+    init_fails(load(copy), "manifest.json", "twostage index", "twostage verify --record")
+
+
+def test_a_tokenizer_with_swapped_ids_fails_init(copy):
+    """Same size, two ids swapped: every query embeds differently, only a checksum can tell."""
+    path = copy / "models" / "bi" / "tokenizer.json"
+    text = path.read_bytes()
+    swapped = text.replace(b'"the": 1996', b'"the": 1998').replace(b'"and": 1998', b'"and": 1996')
+    assert swapped != text and len(swapped) == len(text)
+    rewrite(path, swapped)
+    init_fails(load(copy), "tokenizer.json", "sha256")
+
+
+def test_another_models_tokenizer_fails_init(copy, tmp_path):
+    from tokenizers import BertWordPieceTokenizer
+
+    other = BertWordPieceTokenizer()
+    other.train_from_iterator(["another model's vocabulary, learnt from a few words of text"] * 10, vocab_size=200)
+    other.save(str(tmp_path / "tokenizer.json"))
+    rewrite(copy / "models" / "bi" / "tokenizer.json", (tmp_path / "tokenizer.json").read_bytes())
+    init_fails(load(copy), "tokenizer.json")
+
+
+def test_a_model_manifest_without_file_records_is_refused(copy):
+    edit_json(copy / "models" / "cross" / "manifest.json", files=None)
+    init_fails(load(copy), "cross", "manifest.json", "twostage export")
+
+
+def test_a_zero_byte_tokenizer_fails_init_naming_it(copy):
+    rewrite(copy / "models" / "bi" / "tokenizer.json", b"")
+    record_as_is(copy / "models" / "bi")
+    init_fails(load(copy), "tokenizer.json", "not a tokenizer")
+
+
+def test_an_invalid_config_fails_init_naming_it(copy):
+    rewrite(copy / "models" / "cross" / "config.json", b"{not json")
+    record_as_is(copy / "models" / "cross")
+    init_fails(load(copy), "config.json", "JSON")
+
+
+def test_an_onnx_file_that_does_not_parse_but_matches_its_record(copy):
+    from handler.manifest import sha256_file
+
+    path = copy / "models" / "cross" / "model.onnx"
+    rewrite(path, b"this is not a protobuf " * 100)
+    edit_json(copy / "models" / "cross" / "manifest.json", sha256=sha256_file(path), size_bytes=path.stat().st_size)
+    init_fails(load(copy), "model.onnx", "cannot load")
+
+
+# A manifest value the runtime cannot serve: init fails naming the file and the field.
+CROSS, INDEX = "models/cross/manifest.json", "index/manifest.json"
+MANIFEST_VALUES = {
+    "calibration a NaN": (CROSS, {"calibration": {"platt": {"a": float("nan"), "b": 0.0}}}, "calibration.platt.a"),
+    "calibration c inf": (
+        CROSS,
+        {"calibration": {"platt_cosine": {"a": 1.0, "b": 0.0, "c": float("inf")}}},
+        "calibration.platt_cosine.c",
+    ),
+    "calibration a a string": (CROSS, {"calibration": {"platt": {"a": "0.2", "b": 0.0}}}, "calibration.platt.a"),
+    "floor NaN": (CROSS, {"calibration": {"floor": float("nan")}}, "calibration.floor"),
+    "floor 7": (CROSS, {"calibration": {"floor": 7}}, "calibration.floor"),
+    "an unknown calibration key": (CROSS, {"calibration": {"flor": 0.2}}, "calibration.flor"),
+    "calibration not an object": (CROSS, {"calibration": [0.2]}, "calibration"),
+    "max_length -5": (CROSS, {"max_length": -5}, "max_length"),
+    "max_length 2.5": (CROSS, {"max_length": 2.5}, "max_length"),
+    "max_length 10^6": (CROSS, {"max_length": 10**6}, "max_length"),
+    "max_length 0": (CROSS, {"max_length": 0}, "max_length"),
+    "a NUL byte in onnx_file": (CROSS, {"onnx_file": "model\u0000.onnx"}, "onnx_file"),
+    "space l2": (INDEX, {"space": "l2"}, "space"),
+    "ef -1": (INDEX, {"ef": -1}, "ef"),
+    "bm25 stopwords 42": (INDEX, {"bm25": "stopwords=42"}, "bm25.stopwords"),
+    "an unknown bm25 stemmer": (INDEX, {"bm25": "stemmer=klingon"}, "bm25.stemmer"),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_VALUES))
+def test_a_manifest_value_that_cannot_be_served_fails_init_naming_it(copy, case):
+    where, change, field = MANIFEST_VALUES[case]
+    path = copy / where
+    data = json.loads(path.read_text())
+    if isinstance(change.get("bm25"), str):  # one key of the BM25 record
+        key, value = change["bm25"].split("=")
+        data["bm25"][key] = int(value) if value.isdigit() else value
+    else:
+        data.update(change)
+    if "max_length" in change:  # without config.json the positions cannot bound it: the range must
+        (copy / "models" / "cross" / "config.json").unlink()
+        data["files"].pop("config.json")
+    rewrite(path, json.dumps(data).encode())
+    init_fails(load(copy), path.name, field)
+
+
+def test_a_symlink_loop_fails_init_naming_the_file(copy):
+    path = copy / "index" / "docstore.sqlite"
+    path.unlink()
+    path.symlink_to(path)
+    init_fails(load(copy), "docstore.sqlite")
+
+
+def test_an_artifacts_dir_that_is_not_utf8_fails_naming_the_setting(artifacts, tmp_path):
+    target = os.fsencode(tmp_path) + b"/art\xff"
+    shutil.copytree(artifacts, os.fsdecode(target), copy_function=os.link)
+    report = load("-", env={"ARTIFACTS_DIR": os.fsdecode(target)})
+    init_fails(report, "artifacts_dir", "UTF-8")

@@ -67,7 +67,7 @@ def batched_server(artifacts):
 
 def test_bounded_load_on_loopback_has_no_errors_and_shares_batches(batched_server):
     url, retriever = batched_server
-    batcher = retriever.cross.batcher
+    batcher = retriever.rerank.cross.batcher
     before = batcher.batches
 
     def client(i: int) -> list[int]:
@@ -94,7 +94,7 @@ def test_bounded_load_on_loopback_has_no_errors_and_shares_batches(batched_serve
 
 def test_overload_is_a_503_with_retry_after(batched_server):
     url, retriever = batched_server
-    batcher = retriever.cross.batcher
+    batcher = retriever.rerank.cross.batcher
     limit, batcher.max_pending = batcher.max_pending, 0  # every request now finds the queue full
     try:
         response = httpx.post(f"{url}/rerank", json={"query": "q", "documents": ["a"]})

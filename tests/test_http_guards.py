@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -228,7 +229,7 @@ def test_an_unexpected_error_is_one_logged_500(retriever, settings, monkeypatch,
     def broken(*args):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(retriever, "search", broken)
+    monkeypatch.setattr(retriever, "answer", broken)
     # raise_server_exceptions: had the error escaped (Starlette re-raises it after its 500), this raises
     with caplog.at_level(logging.ERROR), TestClient(create_app(retriever, settings)) as client:
         response = client.post("/search", json={"query": "E240"})
@@ -239,8 +240,9 @@ def test_an_unexpected_error_is_one_logged_500(retriever, settings, monkeypatch,
 def test_the_work_budget_is_a_413_naming_the_field(retriever, settings):
     import dataclasses
 
-    tight = settings.model_copy(update={"max_rerank_tokens": 500})
-    client = TestClient(create_app(dataclasses.replace(retriever, settings=tight), tight))
+    tight = settings.replace(max_rerank_tokens=500)
+    budgeted = dataclasses.replace(retriever.rerank, settings=tight.rerank)
+    client = TestClient(create_app(dataclasses.replace(retriever, rerank=budgeted, settings=tight), tight))
     search = client.post("/search", json={"query": "E240 error code", "recall_k": 100})
     assert search.status_code == 413 and search.json()["details"][0]["field"] == "recall_k"
     assert "500 tokens" in search.json()["message"]
@@ -255,7 +257,7 @@ def test_a_stopped_request_does_no_more_work(retriever):
     with pytest.raises(Cancelled, match="before stage 1"):
         retriever.search("E240 error", 50, 5, stop=stop)
     with pytest.raises(Cancelled, match="rerank batches"):
-        retriever.rerank("q", ["a", "b"], stop=stop)
+        retriever.rerank_documents("q", ["a", "b"], stop=stop)
 
 
 def test_a_disconnect_sets_the_stop_event():
@@ -309,3 +311,75 @@ def test_settings_reject_a_nonsense_budget():
 
     with pytest.raises(ValidationError):
         Settings(max_rerank_tokens=10)
+
+
+# -- bounded work for bad bodies, and the smaller guards (issue 30) ----------------------------------
+
+
+def test_a_1mib_rerank_of_integers_is_a_small_4xx(retriever, settings):
+    """524k integers as documents: refused by the list's length before any item is validated."""
+    body = b'{"query": "q", "documents": [' + b",".join([b"0"] * 524_000) + b"]}"
+    assert len(body) <= settings.limits.max_body_bytes
+    client = TestClient(create_app(retriever, settings))
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        answer = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 422 and len(answer.content) < 64 * 1024, path
+        assert answer.json()["details"] == [{"field": "documents", "message": "at most 1000 documents, not 524000"}]
+
+
+def test_validation_errors_are_capped_with_a_count(retriever, settings):
+    client = TestClient(create_app(retriever, settings))
+    answer = client.post("/v2/rerank", json={"query": "q", "documents": list(range(1000))})
+    details = answer.json()["details"]
+    assert answer.status_code == 422 and len(details) == 21
+    assert details[0]["field"].startswith("documents.0") and details[-1]["message"].startswith("and ")
+
+
+def test_json_nested_past_200_levels_is_a_400_on_every_route(retriever, settings):
+    client = TestClient(create_app(retriever, settings))
+    deep = b"[" * 1000 + b"]" * 1000
+    for path in ("/search", "/rerank", "/v1/rerank", "/v2/rerank"):
+        answer = client.post(path, content=deep, headers={"content-type": "application/json"})
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_json", path
+
+
+def test_a_top_k_beyond_the_default_recall_k_raises_it(retriever, settings):
+    client = TestClient(create_app(retriever, settings))
+    answer = client.post("/search", json={"query": "Veltrazine dose", "top_k": 199, "floor": 0.0})
+    assert answer.status_code == 200 and (answer.json()["recall_k"], answer.json()["top_k"]) == (199, 199)
+    both = client.post("/search", json={"query": "Veltrazine dose", "top_k": 20, "recall_k": 10})
+    assert both.status_code == 422 and both.json()["details"][0]["field"] == "top_k"
+
+
+@pytest.mark.parametrize("query", ["\u0301", "\ufe0f", "\u034f", " \u0301\ufe0f\u200b ", "\u2800"])
+def test_a_query_of_only_marks_or_selectors_is_refused(retriever, settings, query):
+    client = TestClient(create_app(retriever, settings))
+    for path, body in (("/search", {"query": query}), ("/rerank", {"query": query, "documents": ["a"]})):
+        answer = client.post(path, json=body)
+        assert answer.status_code == 422 and answer.json()["details"][0]["field"] == "query", (path, query)
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_built_from_host(retriever, settings):
+    client = TestClient(create_app(retriever, settings), follow_redirects=False)
+    answer = client.post("/search/", json={"query": "E240"}, headers={"host": "evil.example"})
+    assert answer.status_code == 404 and "location" not in answer.headers
+
+
+def test_sigterm_tells_kept_alive_connections_503_and_closes_them(artifacts, tmp_path):
+    """After SIGTERM the server drains: a request on an open keep-alive connection gets 503 with
+    Retry-After and Connection: close, not a reset; then the process exits."""
+    port = free_port()
+    process = serve(artifacts, "--port", str(port), "--drain-s", "3", log=tmp_path / "out.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        with httpx.Client(base_url=url) as client:
+            assert client.post("/search", json={"query": "E240"}).status_code == 200  # the connection stays open
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            answer = client.post("/search", json={"query": "E240"})
+            assert answer.status_code == 503 and answer.headers["connection"] == "close"
+            assert answer.headers["retry-after"] == "1" and answer.json()["error"] == "shutting_down"
+        assert process.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    finally:
+        process.kill()

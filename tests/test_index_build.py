@@ -49,8 +49,8 @@ def test_index_manifest_binds_the_encoder(artifacts):
     ],
 )
 def test_known_query_finds_its_passage_in_stage1_top10(retriever, query, relevant):
-    labels, _ = retriever.stage1.index.search(retriever.encoder.embed_queries([query])[0], 10)
-    assert relevant in [c.doc_id for c in retriever.stage1.fetch(labels)]
+    labels, _ = retriever.recall.stage1.index.search(retriever.recall.encoder.embed_queries([query])[0], 10)
+    assert relevant in [c.doc_id for c in retriever.recall.stage1.fetch(labels)]
 
 
 def test_corpus_errors_name_the_line(tmp_path):

@@ -47,3 +47,23 @@ def test_search_defaults_and_bad_values(artifacts):
         ts.search("\u200b ")
     ranked = ts.rerank("Veltrazine dose for children", ["child dose: 5 mg", "the warranty lasts 2 years"])
     assert sorted(r.index for r in ranked) == [0, 1] and ranked[0].score >= ranked[1].score
+
+
+def test_a_misspelt_keyword_is_an_error_naming_it(artifacts):
+    from twostage import TwoStage
+
+    with pytest.raises(ValueError, match="unknown setting 'recal_k' \\(did you mean 'recall_k'\\?\\)"):
+        TwoStage.load(artifacts, recal_k=5)
+
+
+def test_settings_groups_keep_flat_names_for_keywords_and_env(monkeypatch):
+    from handler.settings import Settings
+
+    monkeypatch.setenv("TWOSTAGE_MAX_PENDING", "3")
+    monkeypatch.setenv("TWOSTAGE_PORT", "9001")
+    monkeypatch.setenv("TWOSTAGE_NO_SUCH_SETTING", "1")  # an env var can only be ignored
+    settings = Settings(recall_k=7, floor=0.5, batching=True)
+    assert (settings.recall.recall_k, settings.rerank.floor, settings.batcher.batching) == (7, 0.5, True)
+    assert (settings.limits.max_pending, settings.server.port) == (3, 9001)
+    with pytest.raises(ValueError, match="unknown setting 'florr'"):
+        Settings(florr=0.5)

@@ -188,11 +188,11 @@ def test_reload_embeds_only_what_changed(artifacts, tmp_path):
     retriever = Retriever.from_settings(_settings(artifacts, qdrant_path=path))
 
     def first(query: str) -> str:  # stage 1 (the test reranker is random)
-        return retriever.recall(query, 10, "bm25")[0][0].doc_id
+        return retriever.recall(query, 10, "bm25").chunks[0].doc_id
 
     assert first("Quenthor battery hours") == "new-doc" and first("Zorblat stored below") == changed[0]["id"]
     gone = {corpus[0]["id"], corpus[1]["id"]}
-    assert not gone & {c.doc_id for c in retriever.recall(corpus[0]["title"], 100, "hybrid")[0]}
+    assert not gone & {c.doc_id for c in retriever.recall(corpus[0]["title"], 100, "hybrid").chunks}
     retriever.close()
 
 

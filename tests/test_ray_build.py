@@ -65,8 +65,8 @@ def test_ray_build_is_the_local_artifact(local_ray, artifacts, tmp_path):
         np.testing.assert_array_equal(vector, theirs[key][3], err_msg=str(key))  # 1 ORT thread here, 2 there
 
     retriever = Retriever.from_settings(Settings(artifacts_dir=tmp_path))
-    answer = retriever.recall("What does error E240 mean?", 10, "hybrid")[0]
-    assert answer and retriever.stage1.describe()["chunks"] == manifest.count
+    answer = retriever.recall("What does error E240 mean?", 10, "hybrid").chunks
+    assert answer and retriever.recall.stage1.describe()["chunks"] == manifest.count
 
 
 def test_ray_reindex_embeds_only_what_changed(local_ray, artifacts, tmp_path):
@@ -97,10 +97,10 @@ def test_ray_reindex_embeds_only_what_changed(local_ray, artifacts, tmp_path):
     assert len(list((tmp_path / "embeddings").glob("run-*"))) == 1  # the new run holds everything
 
     retriever = Retriever.from_settings(Settings(artifacts_dir=tmp_path))
-    assert retriever.recall("Quenthor battery hours", 5, "bm25")[0][0].doc_id == "new-doc"
-    assert retriever.recall("Zorblat stored below", 5, "bm25")[0][0].doc_id == changed[0]["id"]
+    assert retriever.recall("Quenthor battery hours", 5, "bm25").chunks[0].doc_id == "new-doc"
+    assert retriever.recall("Zorblat stored below", 5, "bm25").chunks[0].doc_id == changed[0]["id"]
     gone = {d["id"] for d in docs[:3]}
-    assert not gone & {c.doc_id for c in retriever.recall(docs[0]["title"], 100, "hybrid")[0]}
+    assert not gone & {c.doc_id for c in retriever.recall(docs[0]["title"], 100, "hybrid").chunks}
 
 
 def test_local_engine_reuses_embedding_shards(artifacts, tmp_path):

@@ -13,15 +13,15 @@ from tests.test_lambda import invoke
 
 def test_bm25_manifest_records_tokenizer_settings(artifacts):
     bm25 = read_manifest(artifacts / "index", IndexManifest).bm25
-    assert bm25["library"] == "bm25s" and bm25["stemmer"] == "english" and bm25["stopwords"] == "en"
-    assert bm25["count"] == read_manifest(artifacts / "index", IndexManifest).count
+    assert bm25.library == "bm25s" and bm25.stemmer == "english" and bm25.stopwords == "en"
+    assert bm25.count == read_manifest(artifacts / "index", IndexManifest).count
 
 
 def test_bm25_keeps_exact_terms(retriever):
-    labels, scores = retriever.stage1.bm25.search("E301 firmware", 5)
-    chunks = retriever.stage1.fetch(labels)
+    labels, scores = retriever.recall.stage1.bm25.search("E301 firmware", 5)
+    chunks = retriever.recall.stage1.fetch(labels)
     assert chunks[0].doc_id.endswith("-e301") and list(scores) == sorted(scores, reverse=True)
-    assert len(retriever.stage1.bm25.search("the of and", 5)[0]) == 0  # stopwords only: nothing, not noise
+    assert len(retriever.recall.stage1.bm25.search("the of and", 5)[0]) == 0  # stopwords only: nothing, not noise
 
 
 def test_bm25_artifact_from_another_build_is_refused(artifacts, tmp_path):
@@ -47,7 +47,7 @@ def test_index_without_bm25_serves_dense_and_names_the_mode_field(artifacts, tmp
     (root / "index" / "manifest.json").write_text(json.dumps(manifest))
     dense_only = Settings(artifacts_dir=root)
     retriever = Retriever.from_settings(dense_only)
-    assert retriever.modes == {"dense"} and retriever.default_mode == "dense"
+    assert retriever.recall.modes == {"dense"} and retriever.recall.default_mode == "dense"
     handler = Mangum(create_app(retriever, dense_only), lifespan="off")
     status, body, _ = invoke(handler, "apigw_v2_http.json", "POST", "/search", {"query": "q", "mode": "bm25"})
     assert status == 422 and body["details"][0]["field"] == "mode"

@@ -9,29 +9,25 @@ from tqdm import tqdm
 from evaluation.beir import load_beir
 from evaluation.evaluate import eval_index
 from evaluation.settings import EvalSettings
-from handler.local_stage1 import LocalStage1
-from handler.onnx_model import Encoder
-from handler.pipeline import Retriever
+from handler.pipeline import load_recall
+from handler.recall import Recall
 from handler.settings import Settings
 from index_build.corpus import read_corpus
 from training.data import Example, TrainingData
 from training.settings import TrainSettings
 
 
-def _stage1(settings: TrainSettings) -> Retriever:
+def _stage1(settings: TrainSettings) -> Recall:
     """Stage 1 only (no reranker): negatives come from the candidates a reranker will really see."""
     index_dir = eval_index(
         EvalSettings(data=settings.data, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir)
     )
-    encoder = Encoder(settings.artifacts_dir / "models" / "bi")
-    stage1 = LocalStage1.load(index_dir, encoder.manifest, full=False)
-    serving = Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, mode=settings.mine_mode)
-    return Retriever(encoder, None, stage1, 0.0, "", serving)
+    return load_recall(Settings(artifacts_dir=settings.artifacts_dir, index_path=index_dir, mode=settings.mine_mode))
 
 
-def mine(query: str, skip: set[str], stage1: Retriever, settings: TrainSettings) -> list[str]:
+def mine(query: str, skip: set[str], stage1: Recall, settings: TrainSettings) -> list[str]:
     """Doc ids at stage-1 ranks negatives_from..negatives_to, known positives excluded."""
-    chunks, _ = stage1.recall(query, settings.negatives_to * 2, stage1.default_mode)
+    chunks = stage1(query, settings.negatives_to * 2, stage1.default_mode).chunks
     ranked = list(dict.fromkeys(c.doc_id for c in chunks))
     return [d for d in ranked[settings.negatives_from - 1 : settings.negatives_to] if d not in skip]
 
@@ -69,7 +65,7 @@ def build_data(settings: TrainSettings) -> TrainingData:
     return TrainingData(passages, train, dev, sorted(dev_ids), mined_with | {"seed": settings.seed})
 
 
-def pseudo_examples(corpus: dict, settings: TrainSettings, stage1: Retriever, rng: random.Random) -> list[Example]:
+def pseudo_examples(corpus: dict, settings: TrainSettings, stage1: Recall, rng: random.Random) -> list[Example]:
     """Weak supervision from document structure: a title is a query its own text answers."""
     titled = [d for d in corpus.values() if d.title and d.text]
     chosen = rng.sample(titled, min(settings.pseudo_queries, len(titled)))

@@ -11,11 +11,11 @@ import time
 import torch
 from tqdm import tqdm
 
+from handler.cpu import available_cpus
 from handler.manifest import TRAINING_LOG
-from handler.onnx_model import available_cpus
 from model_export.source import packaged_minilm_dir, resolve_model_dir
+from model_export.torch_head import MeanPoolCrossEncoder
 from training.data import GROUPS_FILE, Example, TrainingData, group
-from training.model import MeanPoolCrossEncoder
 from training.settings import TrainSettings
 
 log = logging.getLogger(__name__)

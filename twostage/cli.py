@@ -7,13 +7,12 @@ import argparse
 import ipaddress
 import json
 import logging
-import os
 import sys
 
-from handler.errors import IndexMismatchError, Stage1Unavailable
+from handler.artifacts import Artifacts
+from handler.errors import ArtifactError, IndexMismatchError, Stage1Unavailable
 from handler.onnx_model import ProviderError
-from handler.settings import Settings
-from handler.verify import ArtifactError
+from handler.settings import ServerSettings, Settings
 from twostage.flags import add_settings_flags, settings_from_args
 
 # model_export's ExportError is a ValueError: naming it here would import onnx in the server image
@@ -91,7 +90,7 @@ def cmd_calibrate(parser, args) -> int:
 
     settings = settings_from_args(parser, CalibrateSettings, args)
     print(json.dumps(calibrate(settings), indent=2))
-    print(f"written to {settings.artifacts_dir / 'models' / 'cross' / 'manifest.json'} (the handler's default floor)")
+    print(f"written to {Artifacts(settings.artifacts_dir).cross / 'manifest.json'} (the handler's default floor)")
     return 0
 
 
@@ -112,6 +111,31 @@ def cmd_train(parser, args) -> int:
     return 0
 
 
+def cmd_verify(parser, args) -> int:
+    """Every artifact checked in full (every file's sha256, the index graph, SQLite, BM25, a probe per
+    model); with --record, older artifacts first get the file records the runtime requires."""
+    from handler.pipeline import Retriever
+
+    settings = settings_from_args(parser, Settings, args).replace(verify="full")
+    former = {}
+    if args.record:
+        from index_build.records import record_files
+
+        former = record_files(settings.artifacts)
+    try:
+        Retriever.from_settings(settings).close()
+    except Exception:
+        if former:
+            from index_build.records import restore
+
+            restore(former)
+        raise
+    for directory in former:
+        print(f"recorded the files of {directory}")
+    print(f"ok: {settings.artifacts.root} (models, index) passed the full checks")
+    return 0
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -122,33 +146,17 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_serve(parser, args) -> int:
-    import uvicorn
-
-    from handler.api import create_app
-    from handler.pipeline import Retriever
-
     settings = settings_from_args(parser, Settings, args)
-    if not is_loopback(args.host) and settings.api_key is None and not args.insecure:
+    server = settings.server
+    if not is_loopback(server.host) and settings.api_key is None and not server.insecure:
         parser.error(
-            f"--host {args.host} is reachable from other machines and no API key is set: set TWOSTAGE_API_KEY "
+            f"--host {server.host} is reachable from other machines and no API key is set: set TWOSTAGE_API_KEY "
             "(callers send `Authorization: Bearer <key>`), or pass --insecure (env TWOSTAGE_INSECURE=true) to "
             "serve without authentication behind your own gateway"
         )
-    if settings.log_format == "json":
-        from handler.observability import use_json_logs
+    from twostage.serve import serve  # uvicorn: the [server] extra
 
-        use_json_logs(settings.log_level)
-    app = create_app(Retriever.from_settings(settings), settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        # JSON: our root handler writes uvicorn's lines too, and the app's request line replaces its access log
-        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
-        access_log=settings.log_format != "json",
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-    )
+    serve(settings)
     return 0
 
 
@@ -187,7 +195,7 @@ def cmd_query(parser, args) -> int:
     # in process: a TWOSTAGE_API_KEY in the environment is for the server, not for this call; a one-off
     # answer on a terminal wants no metric line unless asked (--metrics)
     quiet = {} if args.metrics is not None else {"metrics": False}
-    settings = settings_from_args(parser, Settings, args).model_copy(update={"api_key": None} | quiet)
+    settings = settings_from_args(parser, Settings, args).replace(api_key=None, **quiet)
     if args.log_level is not None:
         logging.getLogger().setLevel(settings.log_level.upper())
     retriever = Retriever.from_settings(settings)
@@ -212,6 +220,11 @@ def installed_settings(module: str, name: str):
         return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError:
         return None
+
+
+def no_server_fields() -> tuple[str, ...]:
+    """Commands that run the pipeline in process: no API key to present, no server to run."""
+    return ("api_key", *ServerSettings.model_fields)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,26 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
             if name == "eval":
                 sub.add_argument("--json", dest="json_path", default=None, metavar="PATH", help="same as --json-path")
 
-    serve = command("serve", "serve the HTTP API with uvicorn", Settings, cmd_serve)
-    serve.add_argument("--host", default=os.environ.get("TWOSTAGE_HOST", "127.0.0.1"), help="(env TWOSTAGE_HOST)")
-    serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("TWOSTAGE_PORT", "8000")), help="(env TWOSTAGE_PORT)"
-    )
-    serve.add_argument(
-        "--insecure",
+    command("serve", "serve the HTTP API with uvicorn", Settings, cmd_serve)
+    verify = command("verify", "check every artifact in full (models, index)", Settings, cmd_verify, no_server_fields())
+    verify.add_argument(
+        "--record",
         action="store_true",
-        default=os.environ.get("TWOSTAGE_INSECURE", "").lower() in ("1", "true", "yes"),
-        help="allow a non-loopback --host without TWOSTAGE_API_KEY (env TWOSTAGE_INSECURE)",
+        help="first record the files of artifacts made by an older twostage (trusts what is on disk now)",
     )
-    serve.add_argument(
-        "--timeout-graceful-shutdown",
-        type=float,
-        default=float(os.environ.get("TWOSTAGE_GRACEFUL_SHUTDOWN_S", "30")),
-        help="seconds in-flight requests get to finish on SIGTERM (env TWOSTAGE_GRACEFUL_SHUTDOWN_S)",
-    )
-
-    # in process, so no API key to present
-    query = command("query", "answer one query through the Lambda handler", Settings, cmd_query, ("api_key",))
+    query = command("query", "answer one query through the Lambda handler", Settings, cmd_query, no_server_fields())
     query.add_argument("text", help="the query")
     query.add_argument("--json", action="store_true", help="print the raw response body")
 

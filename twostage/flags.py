@@ -1,18 +1,27 @@
-"""CLI flags that mirror a pydantic-settings class: --recall-k ⇔ TWOSTAGE_RECALL_K, same types."""
+"""CLI flags that mirror a pydantic-settings class: --recall-k ⇔ TWOSTAGE_RECALL_K, same types (a
+grouped setting keeps its flat name: `recall_k` lives in `Settings.recall` and is still --recall-k)."""
 
 from __future__ import annotations
 
 import argparse
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 
+def flat_fields(settings_cls: type[BaseSettings]) -> dict[str, tuple[type[BaseSettings], FieldInfo]]:
+    """Every setting by its flat name, with the class that reads its env var."""
+    groups = getattr(settings_cls, "GROUPS", {})
+    own = {name: (settings_cls, f) for name, f in settings_cls.model_fields.items() if name not in groups}
+    return own | {name: (group, f) for group in groups.values() for name, f in group.model_fields.items()}
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings], exclude=()) -> None:
-    for name, field in settings_cls.model_fields.items():
+    for name, (owner, field) in flat_fields(settings_cls).items():
         if name in exclude:
             continue
-        env = " or ".join(env_names(settings_cls, name))
+        env = " or ".join(env_names(owner, name))
         help_text = f"{field.description or ''} (env {env}; default {field.default})"
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
@@ -23,12 +32,18 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_cls: type[BaseS
 
 def settings_from_args(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings], args):
     """Flags given on the command line win over env vars, which win over defaults."""
-    overrides = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields and v is not None}
+    names = flat_fields(settings_cls)
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
         return settings_cls(**overrides)
     except ValidationError as error:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(f"--{_flag(e['loc'])}: {e['msg']}" for e in error.errors())
         parser.error(problems)
+
+
+def _flag(loc: tuple) -> str:
+    """A validation error's place as the flag that sets it (a group's field is named alone)."""
+    return str(loc[-1] if loc else "settings").replace("_", "-")
 
 
 def env_names(settings_cls: type[BaseSettings], name: str) -> list[str]:

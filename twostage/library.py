@@ -6,8 +6,9 @@
         print(result.score, result.id, result.text)
     ts.rerank("query", ["passage one", "passage two"])     # [Reranked(index, score, text)], best first
 
-Importing this loads onnxruntime, tokenizers, numpy and hnswlib (what serving needs): never torch, the
-CLI or the HTTP stack (Starlette, Mangum, uvicorn).
+A keyword that names no setting (`recal_k=5`) is an error naming it. Importing this loads onnxruntime,
+tokenizers, numpy and hnswlib (what serving needs): never torch, the CLI or the HTTP stack (Starlette,
+Mangum, uvicorn).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ class TwoStage:
     @classmethod
     def load(cls, artifacts_dir: str | Path = "artifacts", **overrides) -> TwoStage:
         """Load `artifacts_dir` (models/bi, models/cross, index). Keywords are serving settings
-        (`recall_k`, `top_k`, `mode`, `floor`, `threads`, `index_path`, ...; TWOSTAGE_* env vars fill the rest)."""
+        (`recall_k`, `top_k`, `mode`, `floor`, `threads`, `index_path`, ...; TWOSTAGE_* env vars fill the rest);
+        an unknown keyword raises a ValueError naming it."""
         return cls(Retriever.from_settings(Settings(artifacts_dir=Path(artifacts_dir), **overrides)))
 
     @property
@@ -53,7 +55,7 @@ class TwoStage:
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None) -> list[Reranked]:
         """Your documents scored against `query`, best first (`index` points into `documents`)."""
-        return self.retriever.rerank(query, list(documents), top_n)
+        return self.retriever.rerank_documents(query, list(documents), top_n)
 
     def close(self) -> None:
         self.retriever.close()

@@ -1,4 +1,5 @@
-"""The cross-encoder we train: BERT tokens → mean pooling → one logit.
+"""Our own cross-encoders in PyTorch: BERT tokens → mean pooling → one logit. Training fits it and
+export's parity gate runs it as the reference, so it lives here, below both.
 
 The stock sequence-classification head reads [CLS] through BERT's pooler, whose output for the
 MiniLM checkpoint barely varies between inputs (std .04): it could not even overfit 8 pairs.
