@@ -30,8 +30,8 @@ RUN if [ "$TARGETARCH" = "arm64" ]; then export CFLAGS="-O3 -march=armv8.2-a"; f
  && EXTRAS=qdrant sh scripts/build_runtime.sh /asset
 
 FROM public.ecr.aws/lambda/python:3.12 AS models
-COPY artifacts/models/bi ${LAMBDA_TASK_ROOT}/artifacts/models/bi
-COPY artifacts/models/cross ${LAMBDA_TASK_ROOT}/artifacts/models/cross
+# bi, cross and (when exported) the rerank cascade's first_pass
+COPY artifacts/models ${LAMBDA_TASK_ROOT}/artifacts/models
 ENV ARTIFACTS_DIR=${LAMBDA_TASK_ROOT}/artifacts
 CMD ["handler.lambda_function.handler"]
 

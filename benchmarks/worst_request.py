@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--index-path", help="another index built with the same encoder (cold_start's 100k one)")
     parser.add_argument("--targets", default="lambda,serve", help="lambda, serve or both")
+    parser.add_argument("--only", default="", help="only the requests whose name contains this")
     args = parser.parse_args()
     print(describe())
     env = (
@@ -163,7 +164,7 @@ def main() -> None:
     print("| request | through | status | seconds | answer bytes | peak RSS MB | slowest /health ms meanwhile |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     run = {"lambda": through_lambda, "serve": against_serve}
-    for name, path, raw in cases(args.budget):
+    for name, path, raw in (case for case in cases(args.budget) if args.only in case[0]):
         for target in args.targets.split(","):
             row = run[target](args, env, path, raw)
             cells = [row.get(k, "") for k in ("status", "seconds", "bytes", "rss_peak_mb", "health_ms")]

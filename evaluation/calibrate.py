@@ -59,7 +59,7 @@ class QueryPairs:
 def query_pairs(retriever: Retriever, qid: str, text: str, relevant: dict, k: int) -> QueryPairs:
     recalled = retriever.recall(text, k, retriever.recall.default_mode)
     chunks, candidates = recalled
-    logits = retriever.rerank.candidates(text, recalled).logits
+    logits = retriever.rerank.candidates(text, recalled, keep=0).logits  # every candidate, as a fit needs
     best: dict[str, tuple[float, float, int]] = {}  # doc → (logit, cosine, stage-1 rank) of its best chunk
     for rank, (chunk, candidate, logit) in enumerate(zip(chunks, candidates, logits.tolist(), strict=True), 1):
         if logit > best.get(chunk.doc_id, (-np.inf, 0.0, 0))[0]:

@@ -14,11 +14,23 @@ from tqdm import tqdm
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
 from evaluation.settings import EvalSettings
 from handler.artifacts import Artifacts
+from handler.calibration import Logistic
 from handler.manifest import ModelManifest
 from handler.pipeline import Retriever
+from handler.rerank import cascade_order
 from handler.settings import Settings
 
 CUTOFFS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
+
+
+@dataclass
+class Scores:
+    """One query's candidates in stage-1 order: their docs, every candidate's served score (the served
+    reranker reading all of them) and the first pass's logit (None without a first pass)."""
+
+    docs: list[str]
+    served: np.ndarray
+    first_pass: np.ndarray | None
 
 
 @dataclass
@@ -26,13 +38,29 @@ class Runs:
     """query → {doc: score} per stage; chunked documents count once (max over chunks)."""
 
     stage1: dict[str, dict[str, float]] = field(default_factory=dict)
-    two_stage_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # calibrated scores (floor)
     stage1_ranks: dict[str, dict[str, int]] = field(default_factory=dict)  # deep stage-1 doc ranks
-    scored: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # stage-1 order: docs, scores
+    scored: dict[str, Scores] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=lambda: {"first_pass": 0.0, "served": 0.0, "pairs": 0.0})
 
     def budgeted(self, pairs: int) -> dict[str, dict[str, float]]:
         """The answer when only the first `pairs` stage-1 candidates are reranked (a deadline's)."""
-        return {q: _max_by_doc(docs[:pairs], scores[:pairs]) for q, (docs, scores) in self.scored.items()}
+        return {q: _max_by_doc(s.docs[:pairs], s.served[:pairs]) for q, s in self.scored.items()}
+
+    def cascaded(self, keep: int, score: Logistic) -> dict[str, dict[str, float]]:
+        """The served answer when the served reranker reads the first pass's best `keep` (0: all)."""
+        return {q: cascaded(s, keep, score) for q, s in self.scored.items()}
+
+
+def cascaded(scores: Scores, keep: int, score: Logistic) -> dict[str, float]:
+    """The candidates the served reranker reads by their served score, the rest below them in the first
+    pass's order (serving answers only from the first; recall@100 still sees the rest)."""
+    if scores.first_pass is None or not 0 < keep < len(scores.docs):
+        return _max_by_doc(scores.docs, scores.served)
+    order = cascade_order(scores.first_pass, score)
+    values = np.empty(len(scores.docs))
+    values[order[:keep]] = scores.served[order[:keep]]
+    values[order[keep:]] = -1.0 - np.arange(len(order) - keep)  # below every 0–1 score, and below the floor
+    return _max_by_doc(scores.docs, values)
 
 
 def _max_by_doc(doc_ids: list[str], scores) -> dict[str, float]:
@@ -88,10 +116,23 @@ def run_queries(retriever: Retriever, data: BeirData, settings: EvalSettings, ex
         docs = [c.doc_id for c in top.chunks]
         runs.stage1[qid] = _max_by_doc(docs, [c.score for c in top.candidates])
         if settings.rerank:
-            scores = retriever.rerank.candidates(text, top).scores
-            runs.two_stage_scores[qid] = _max_by_doc(docs, scores)  # the served order: by the served score
-            runs.scored[qid] = (docs, scores)
+            runs.scored[qid] = score_candidates(retriever, text, top, runs.seconds)
     return runs
+
+
+def score_candidates(retriever: Retriever, query: str, top, seconds: dict[str, float]) -> Scores:
+    """Every candidate's served score (the served reranker reading all of them, keep 0) and its first-pass
+    logit, each model timed: any cascade_keep is simulated from these (Runs.cascaded)."""
+    started = time.perf_counter()
+    served = retriever.rerank.candidates(query, top, keep=0).scores
+    seconds["served"] += time.perf_counter() - started
+    seconds["pairs"] += len(top)
+    first_pass = None
+    if retriever.rerank.first_pass is not None and len(top):
+        started = time.perf_counter()
+        first_pass = retriever.rerank.first_pass.logits(query, [c.passage for c in top.chunks])
+        seconds["first_pass"] += time.perf_counter() - started
+    return Scores([c.doc_id for c in top.chunks], served, first_pass)
 
 
 def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
@@ -139,6 +180,27 @@ def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, 
     }
 
 
+def served_keep(settings: EvalSettings, retriever: Retriever) -> int:
+    """The cascade_keep a default /search applies (at least its top_k, 10), or 0 without a first pass."""
+    keep = retriever.settings.rerank.cascade_keep if settings.cascade_keep is None else settings.cascade_keep
+    return max(keep, retriever.settings.top_k) if keep and retriever.rerank.first_pass is not None else 0
+
+
+def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic) -> dict:
+    """Quality per cascade_keep from the same run, and the rerank time each would take: the first pass
+    over every candidate plus the served reranker per pair read, both as measured in this run."""
+    queries = max(1, len(runs.scored))
+    per_pair = runs.seconds["served"] / max(1.0, runs.seconds["pairs"])
+    first_pass = runs.seconds["first_pass"] / queries
+    pairs = runs.seconds["pairs"] / queries
+    table = {}
+    for keep in settings.cascade_keeps:
+        reads = min(keep, pairs) if keep else pairs
+        ms = ((first_pass if keep and keep < pairs else 0.0) + per_pair * reads) * 1000
+        table[str(keep)] = metrics(qrels, runs.cascaded(keep, score), settings.recall_k) | {"rerank_ms": round(ms, 1)}
+    return table
+
+
 def evaluate_dataset(settings: EvalSettings) -> dict:
     data = load_beir(settings.data, settings.split)
     if settings.dev_only:
@@ -158,6 +220,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         index_path=index_dir,
         floor=settings.floor,
         rerank_max_length=settings.rerank_max_length,
+        first_pass_max_length=settings.first_pass_max_length,
         **settings.stage1_store(),
     )
     retriever = Retriever.from_settings(served)
@@ -182,12 +245,16 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         "recall_miss": recall_misses(qrels, runs.stage1_ranks, settings.recall_k, settings.diagnose_depth),
     }
     if settings.rerank:
-        floor = retriever.rerank.floor
-        two_stage = runs.two_stage_scores  # the served order and score
+        floor, score = retriever.rerank.floor, retriever.rerank.calibration.search
+        keep = served_keep(settings, retriever)
+        two_stage = runs.cascaded(keep, score)  # the served order and score
         floored = {q: {d: score for d, score in docs.items() if score >= floor} for q, docs in two_stage.items()}
+        report["cascade_keep"] = keep
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
+        if settings.cascade_keeps:
+            report["cascade"] = cascade_table(runs, qrels, settings, score)
         if settings.rerank_budgets:
             report["rerank_budget"] = {
                 str(n): metrics(qrels, runs.budgeted(n), settings.recall_k) for n in settings.rerank_budgets
@@ -232,6 +299,13 @@ def markdown(report: dict) -> str:
             f"two_stage − stage1 {sig['metric']}: {sig['delta']:+.4f}, {sig['test']} p {_p(sig['p_value'])}; "
             "queries better / tied / worse: {} / {} / {}".format(*sig["wins_ties_losses"])
         )
+    if "cascade" in report:
+        lines.append("\nthe served reranker reads the first pass's best N (0: every candidate; no floor):\n")
+        lines.append(f"| N | {' | '.join(names)} | rerank ms |\n| --- |" + " --- |" * (len(names) + 1))
+        lines += [
+            f"| {n} | " + " | ".join(f"{m[k]:.4f}" for k in names) + f" | {m['rerank_ms']:.0f} |"
+            for n, m in report["cascade"].items()
+        ]
     if "rerank_budget" in report:
         lines.append("\nonly the first N stage-1 candidates reranked (no floor):\n")
         lines.append(f"| N | {' | '.join(names)} |\n| --- |" + " --- |" * len(names))

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import NoDecode
 
-from handler.settings import Stage1Store, artifacts_dir_field, command_config, rerank_max_length_field
+from handler.settings import Stage1Store, StrictSettings, artifacts_dir_field, command_config, rerank_max_length_field
 
 
 class EvalSettings(Stage1Store):
@@ -37,13 +37,23 @@ class EvalSettings(Stage1Store):
         "(comma-separated): what a deadline that fits N pairs serves",
     )
 
-    @field_validator("rerank_budgets", mode="before")
+    cascade_keep: int | None = Field(
+        None, ge=0, description="the cascade's served share scored as the main answer (unset: the serving default)"
+    )
+    cascade_keeps: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode] = Field(
+        [],
+        description="also score the answer when the served reranker reads only the first pass's best N, for each N "
+        "(comma-separated; 0: every candidate), with the rerank time each would take",
+    )
+    first_pass_max_length: int | None = Field(None, ge=32, description="tokens per pair the first pass reads")
+
+    @field_validator("rerank_budgets", "cascade_keeps", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
-class CalibrateSettings(BaseSettings):
+class CalibrateSettings(StrictSettings):
     model_config = command_config("calibrate")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with labelled queries")

@@ -157,7 +157,7 @@ def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) 
     )
 
 
-def limits_of(settings: Settings) -> Limits:
+def limits_of(settings: Settings, filterable: dict[str, str]) -> Limits:
     return Limits(
         max_query_chars=settings.limits.max_query_chars,
         max_documents=settings.limits.max_documents,
@@ -165,6 +165,7 @@ def limits_of(settings: Settings) -> Limits:
         max_body_bytes=settings.limits.max_body_bytes,
         max_rerank_tokens=settings.rerank.max_rerank_tokens,
         bearer=settings.api_key is not None,
+        filterable=tuple(sorted(filterable.items())),
     )
 
 
@@ -176,6 +177,7 @@ def _search_log(answer: SearchAnswer) -> dict:
         "top_k": answer.top_k,
         "candidates": answer.candidates,
         "reranked": answer.reranked,
+        "first_pass": answer.first_pass,
         "deadline_cut": answer.deadline_cut,
         "results": len(answer.results),
         "refused": answer.refused,
@@ -214,7 +216,8 @@ def create_app(retriever: Retriever, settings: Settings, draining: Draining | No
 
     def prepare_search(raw: bytes):
         body = validate(parse_json(raw), SearchRequest, limits)
-        return retriever.resolve(body.query, body.recall_k, body.top_k, body.mode, body.floor, body.deadline_ms)
+        asked = (body.recall_k, body.top_k, body.mode, body.floor, body.deadline_ms, body.cascade_keep, body.filter)
+        return retriever.resolve(body.query, *asked)
 
     async def search(request: Request) -> Response:
         answer = await run(request, prepare_search, retriever.answer)
@@ -248,7 +251,7 @@ def create_app(retriever: Retriever, settings: Settings, draining: Draining | No
         return response
 
     async def openapi(request: Request) -> JSONResponse:
-        return JSONResponse(openapi_document(VERSION, limits_of(settings)))
+        return JSONResponse(openapi_document(VERSION, limits_of(settings, retriever.recall.stage1.filterable)))
 
     async def docs(request: Request) -> HTMLResponse:
         return HTMLResponse(DOCS_HTML)

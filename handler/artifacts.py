@@ -1,4 +1,5 @@
-"""Where the artifacts lie under one root: the two models and the index (which may live elsewhere)."""
+"""Where the artifacts lie under one root: the models (the bi-encoder, the served reranker and, for the
+rerank cascade, its first pass) and the index (which may live elsewhere)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class Artifacts:
     @property
     def cross(self) -> Path:
         return self.models / "cross"
+
+    @property
+    def first_pass(self) -> Path:
+        """The cascade's first-pass reranker (optional: without it every candidate is reranked)."""
+        return self.models / "first_pass"
 
     @property
     def index(self) -> Path:

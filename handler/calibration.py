@@ -33,15 +33,29 @@ class Logistic:
     cosine: str = "pair"  # "query": the cosine of the query's best candidate, the same for all of them
 
     def __call__(
-        self, logits: np.ndarray, cosines: np.ndarray | None = None, ranks: np.ndarray | None = None
+        self,
+        logits: np.ndarray,
+        cosines: np.ndarray | None = None,
+        ranks: np.ndarray | None = None,
+        query_cosine: float | None = None,
     ) -> np.ndarray:
+        """Scores of these candidates: `cosines` and `ranks` are theirs (aligned with `logits`);
+        `query_cosine` is the best of every candidate of the query (else the best of `cosines`)."""
         z = self.a * np.asarray(logits, dtype=np.float64) + self.b
-        if self.c:  # `cosines`: every stage-1 candidate's, also when only the first len(logits) were reranked
+        if self.c:
             cosines = np.asarray(cosines, dtype=np.float64)
-            z = z + self.c * (cosines.max(initial=0.0) if self.cosine == "query" else cosines[: len(z)])
+            if self.cosine == "query":
+                z = z + self.c * (cosines.max(initial=0.0) if query_cosine is None else query_cosine)
+            else:
+                z = z + self.c * cosines
         if self.d:
-            z = z + self.d * np.log(np.asarray(ranks, dtype=np.float64)[: len(z)])
+            z = z + self.d * np.log(np.asarray(ranks, dtype=np.float64))
         return sigmoid(z).astype(np.float32)
+
+    def order_key(self, logits: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+        """What orders one query's candidates under this score: a·logit + d·ln(rank) (the cosine term is
+        the query's, the same for all of them)."""
+        return self.a * np.asarray(logits, dtype=np.float64) + self.d * np.log(np.asarray(ranks, dtype=np.float64))
 
     def describe(self) -> dict[str, float | str]:
         return {

@@ -90,59 +90,83 @@ def check_index_file(path: Path, count: int, dims: int) -> HnswHeader:
         raise ArtifactError(path, f"{size} bytes, its header needs at least {level0_end + 4 * count} (truncated)")
     if count:
         raw = np.memmap(path, dtype=np.uint8, mode="r")
-        _check_level0(path, raw[HEADER.size : level0_end].reshape(count, header.bytes_per_element), header)
+        # every field of an element is 4-byte aligned: one uint32 row per element, read in place
+        _check_level0(path, raw[HEADER.size : level0_end].view(np.uint32).reshape(count, -1), header)
         _check_upper_levels(path, raw[level0_end:], header)
     return header
 
 
+@dataclass(frozen=True)
+class StoredVectors:
+    """The vectors in index.bin, read in place (memory-mapped): what exact search over a slice and the
+    cosines of BM25-found candidates read, without hnswlib's item-by-item copies."""
+
+    rows: np.ndarray  # (count, dims) float32, one row per internal id
+    row_of_label: np.ndarray  # label → internal id
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        return self.rows[self.row_of_label[labels]]
+
+
+def stored_vectors(path: Path, header: HnswHeader) -> StoredVectors:
+    """index.bin's vectors and labels as numpy views (the file already passed check_index_file)."""
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    level0 = raw[HEADER.size : HEADER.size + header.count * header.bytes_per_element].view(np.uint32)
+    elements = level0.reshape(header.count, -1)
+    start = header.data_offset // 4
+    rows = elements[:, start : start + header.dims].view(np.float32)
+    labels = elements[:, header.label_offset // 4].astype(np.int64)
+    row_of_label = np.empty(header.count, dtype=np.int64)
+    row_of_label[labels] = np.arange(header.count)
+    return StoredVectors(rows, row_of_label)
+
+
 def _check_level0(path: Path, elements: np.ndarray, header: HnswHeader) -> None:
-    counts = elements[:, 0:2].copy().view(np.uint16)[:, 0]
+    """Each element's list count and every id slot (hnswlib zeroes a new element's slots, and a slot a
+    list no longer uses keeps an id that was valid, so every slot of a sound file is < count)."""
+    counts = elements[:, 0] & 0xFFFF
     if int(counts.max()) > header.max_m0:
         raise ArtifactError(path, f"a level-0 neighbour list holds {int(counts.max())} ids, at most {header.max_m0}")
-    ids = elements[:, 4 : header.data_offset].copy().view(np.uint32)
-    used = np.arange(header.max_m0)[None, :] < counts[:, None]
-    if used.any() and int(ids[used].max()) >= header.count:
-        raise ArtifactError(path, f"a level-0 neighbour id is {int(ids[used].max())}, the index holds {header.count}")
-    labels = elements[:, header.label_offset : header.label_offset + 8].copy().view(np.uint64)[:, 0]
-    if int(labels.max()) >= header.count or not (np.bincount(labels, minlength=header.count) == 1).all():
+    highest = int(elements[:, 1 : 1 + header.max_m0].max())
+    if highest >= header.count:
+        raise ArtifactError(path, f"a level-0 neighbour id is {highest}, the index holds {header.count}")
+    low, high = elements[:, header.label_offset // 4], elements[:, header.label_offset // 4 + 1]  # a uint64 label
+    if int(high.max()) or int(low.max()) >= header.count or not (np.bincount(low, minlength=header.count) == 1).all():
         raise ArtifactError(path, f"labels are not 0..{header.count - 1}, one each (they key the doc store)")
 
 
 def _check_upper_levels(path: Path, tail: np.ndarray, header: HnswHeader) -> None:
-    """Walk the per-element records: a run of zero lengths is one element each, a non-zero length skips
-    its levels, so the walk visits only the elements above level 0 (about 1 in M)."""
+    """The per-element records, found by one jump per element above level 0 (about 1 in M): a zero word
+    is a level-0 element's record, so from one record's end the next non-zero word starts the next."""
     if len(tail) % 4:
         raise ArtifactError(path, "upper levels are not whole 32-bit words (corrupt)")
-    words = tail.view(np.uint32)
+    words = np.asarray(tail).view(np.uint32)
+    n = len(words)
     per_level = 1 + header.max_m  # words: the count, then max_m ids
-    levels = np.zeros(header.count, dtype=np.int64)
-    starts, spans = [], []  # where each element's upper records begin, and how many levels
-    nonzero = np.flatnonzero(words)
-    position, element = 0, 0
-    while element < header.count:
-        # every word from `position` up to the next non-zero one is a zero length: an element on level 0
-        after = np.searchsorted(nonzero, position)
-        next_nonzero = int(nonzero[after]) if after < len(nonzero) else len(words)
-        skip = min(next_nonzero - position, header.count - element)
-        element += skip
-        position += skip
-        if element == header.count:
-            break
-        length = int(words[position])
-        if length % (4 * per_level) or length // (4 * per_level) >= MAX_LEVEL:
-            raise ArtifactError(path, f"element {element}'s upper levels take {length} bytes (corrupt)")
-        levels[element] = length // (4 * per_level)
-        starts.append(position + 1)
-        spans.append(levels[element])
-        position += 1 + length // 4
-        element += 1
-        if position > len(words):
+    # next_nonzero[i]: the first non-zero word at or after i (n: none)
+    positions = np.where(words != 0, np.arange(n, dtype=np.int64), n)
+    next_nonzero = np.append(np.minimum.accumulate(positions[::-1])[::-1], n)
+    jump, word = memoryview(next_nonzero).cast("B").cast("q"), memoryview(words).cast("B").cast("I")
+    heads, position = [], jump[0]
+    while position < n:
+        heads.append(position)
+        after = position + 1 + word[position] // 4
+        if after > n:
             raise ArtifactError(path, "upper levels run past the end of the file (truncated)")
-    if position != len(words):
-        raise ArtifactError(path, f"{4 * (len(words) - position)} bytes after the last element (corrupt)")
+        position = jump[after]
+    heads = np.asarray(heads, dtype=np.int64)
+    lengths = words[heads].astype(np.int64)  # bytes of each record's levels
+    if len(heads) and (bool((lengths % (4 * per_level)).any()) or int(lengths.max()) // (4 * per_level) >= MAX_LEVEL):
+        raise ArtifactError(path, "an element's upper levels have an impossible size (corrupt)")
+    spans = lengths // (4 * per_level)
+    elements = heads - np.concatenate([[0], np.cumsum(lengths // 4)[:-1]])  # words before it, less other levels
+    if n - int(lengths.sum() // 4) != header.count or (len(heads) and int(elements.max()) >= header.count):
+        raise ArtifactError(path, f"the upper levels do not hold {header.count} elements (corrupt)")
+    levels = np.zeros(header.count, dtype=np.int64)
+    levels[elements] = spans
     if int(levels.max()) != header.max_level or levels[header.entry_point] != header.max_level:
         raise ArtifactError(path, f"the entry point is not on the top level {header.max_level} (corrupt)")
-    _check_upper_lists(path, words, np.asarray(starts, dtype=np.int64), np.asarray(spans), levels, header)
+    _check_upper_lists(path, words, heads + 1, spans, levels, header)
 
 
 def _check_upper_lists(path, words, starts, spans, levels, header: HnswHeader) -> None:

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from handler.cpu import available_cpus
-from handler.onnx_model import CrossEncoder, Encoder
+from handler.onnx_model import CrossEncoder, Encoder, FirstPass
 from handler.settings import Settings
 
 
@@ -22,6 +22,7 @@ from handler.settings import Settings
 class Models:
     encoder: Encoder
     cross: CrossEncoder
+    first_pass: FirstPass | None  # the cascade's first pass, when the artifacts have one
     load_ms: dict[str, float]
 
 
@@ -34,11 +35,16 @@ def _timed(build, *args, **kwargs):
 class PendingModels:
     bi: Future
     cross: Future
+    first_pass: Future | None
 
     def result(self) -> Models:
-        """Wait for both models; re-raises what failed to load."""
+        """Wait for the models; re-raises what failed to load."""
         (encoder, bi_ms), (cross, cross_ms) = self.bi.result(), self.cross.result()
-        return Models(encoder, cross, {"bi_ms": bi_ms, "cross_ms": cross_ms})
+        load_ms = {"bi_ms": bi_ms, "cross_ms": cross_ms}
+        first_pass = None
+        if self.first_pass is not None:
+            first_pass, load_ms["first_pass_ms"] = self.first_pass.result()
+        return Models(encoder, cross, first_pass, load_ms)
 
 
 def builder_threads(cpus: int) -> int:
@@ -47,7 +53,8 @@ def builder_threads(cpus: int) -> int:
 
 
 def start_loading(settings: Settings) -> PendingModels:
-    """Start building both models on worker threads (see `builder_threads`)."""
+    """Start building the models on worker threads (see `builder_threads`): both stages', and the rerank
+    cascade's first pass when the artifacts hold one."""
     cpus = available_cpus()
     session = {
         "threads": settings.threads or cpus,
@@ -64,5 +71,15 @@ def start_loading(settings: Settings) -> PendingModels:
         max_length=settings.rerank.rerank_max_length,
         **session,
     )
+    first_pass = None
+    if (settings.artifacts.first_pass / "manifest.json").is_file():
+        first_pass = pool.submit(
+            _timed,
+            FirstPass,
+            settings.artifacts.first_pass,
+            batch_size=settings.rerank.rerank_batch_size,
+            max_length=settings.rerank.first_pass_max_length,
+            **session,
+        )
     pool.shutdown(wait=False)  # the threads end with their jobs
-    return PendingModels(bi, cross)
+    return PendingModels(bi, cross, first_pass)

@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from handler.docstore import DOCSTORE_NAME, Chunk, DocStore
+from handler.filters import FieldType, Filter
 from handler.fusion import Sides
 from handler.manifest import ModelManifest
+from handler.metadata_columns import MetadataColumns
 from handler.sparse_index import BM25Index
 from handler.vector_index import VectorIndex
 
@@ -20,6 +22,7 @@ class LocalStage1:
     index: VectorIndex
     docs: DocStore
     bm25: BM25Index | None
+    columns: MetadataColumns
     backend: str = "local"
 
     @classmethod
@@ -32,7 +35,12 @@ class LocalStage1:
         laps("docstore")
         bm25 = BM25Index(index_dir, index.manifest, full) if index.manifest.bm25 else None
         laps("bm25")
-        return cls(index, docs, bm25)
+        columns = MetadataColumns(index_dir, index.manifest.filters or {}, len(index))
+        return cls(index, docs, bm25, columns)
+
+    @property
+    def filterable(self) -> dict[str, FieldType]:
+        return self.columns.fields
 
     @property
     def has_bm25(self) -> bool:
@@ -42,14 +50,28 @@ class LocalStage1:
         return len(self.index)
 
     def candidates(
-        self, vector: np.ndarray, query: str, sides: Sequence[str], depth: int, lap: Callable[[str], None]
+        self,
+        vector: np.ndarray,
+        query: str,
+        sides: Sequence[str],
+        depth: int,
+        lap: Callable[[str], None],
+        where: Filter | None = None,
     ) -> Sides:
+        allowed = None if where is None else self.columns.mask(where)
+        if allowed is not None:
+            lap("filter")
         found = {}
         if "dense" in sides:
-            found["dense"] = self.index.search(vector, depth)
+            dense = (
+                self.index.search(vector, depth)
+                if allowed is None
+                else self.index.search_within(vector, depth, allowed)
+            )
+            found["dense"] = dense
             lap("ann")
         if "bm25" in sides:
-            found["bm25"] = self.bm25.search(query, depth)
+            found["bm25"] = self.bm25.search(query, depth, allowed)
             lap("bm25")
         return found
 
@@ -60,7 +82,12 @@ class LocalStage1:
         return self.docs.fetch(labels)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "chunks": len(self.index), "documents": self.index.manifest.documents}
+        return {
+            "backend": self.backend,
+            "chunks": len(self.index),
+            "documents": self.index.manifest.documents,
+            "filterable": self.filterable,
+        }
 
     def ping(self) -> None:
         self.docs.ping()

@@ -21,6 +21,7 @@ MANIFEST_NAME = "manifest.json"
 HEAD_FILE = "twostage_head.json"  # mean-pooled linear head of our own cross-encoders
 TRAINING_LOG = "twostage_training.json"  # how our own cross-encoders were trained (dev query ids included)
 CALIBRATION_FILE = "twostage_calibration.json"  # travels with a model directory into its export
+DISTILL_LOG = "twostage_distill.json"  # how a first pass was distilled, and from which teacher weights
 
 STRICT = ConfigDict(extra="forbid", strict=True)
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -75,7 +76,7 @@ class ModelManifest(BaseModel):
 
     model_config = STRICT
 
-    kind: Literal["bi", "cross"]
+    kind: Literal["bi", "cross", "first_pass"]
     source: str
     task: str
     onnx_file: FileName
@@ -94,6 +95,7 @@ class ModelManifest(BaseModel):
     head: str | None = None  # how the cross-encoder's output became one logit per pair
     labels: dict[Annotated[int, Strict(False)], str] | None = None  # a two-label head's id2label
     positive_label: int | None = Field(None, ge=0, le=1)  # … and which of them the served logit favours
+    teacher_sha256: Sha256 | None = None  # a first pass: the served reranker it was distilled from
     files: dict[FileName, FileRecord] | None = None  # the tokenizer and config files beside the model
     parity: dict[str, float | int] | None = None  # the export's parity report against PyTorch
     libraries: dict[str, str] | None = None
@@ -136,6 +138,7 @@ class IndexManifest(BaseModel):
     passage_prompt: str = ""
     corpus: str | None = None
     bm25: BM25Record | None = None
+    filters: dict[str, Literal["string", "number", "boolean"]] | None = None  # filterable metadata fields
     build: dict[str, Any] | None = None  # how it was built (engine, timings): shown, never served
     files: dict[FileName, FileRecord] | None = None  # every file beside it (required at load)
 

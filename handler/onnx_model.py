@@ -231,6 +231,13 @@ class CrossEncoder(OnnxModel):
         return self.session.run(None, feeds)[0].reshape(-1).astype(np.float32)
 
 
+class FirstPass(CrossEncoder):
+    """The rerank cascade's first pass: a small cross-encoder distilled from the served one, scoring every
+    candidate so that the served one reads only the best few (handler/rerank.py)."""
+
+    kind = "first_pass"
+
+
 # sentence-transformers' pooling modes over right-padded batches (ours always are).
 def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     mask = attention_mask[..., None].astype(np.float32)

@@ -58,6 +58,38 @@ class Limits:
     max_body_bytes: int
     max_rerank_tokens: int
     bearer: bool = False  # TWOSTAGE_API_KEY is set: POST routes need `Authorization: Bearer`
+    filterable: tuple[tuple[str, str], ...] = ()  # (field, type) a filter may name
+
+
+JSON_TYPES = {"string": "string", "number": "number", "boolean": "boolean"}
+
+
+def filter_schemas(filterable: tuple[tuple[str, str], ...]) -> dict[str, dict]:
+    """The filter grammar (handler/filters.py) for this deployment's fields, as JSON Schema: a Filter is
+    an object of fields (a value, or an object of operators on values of the field's type) and $and/$or
+    lists of Filters."""
+    ref = {"$ref": REF.format(model="Filter")}
+    properties: dict[str, dict] = {
+        "$and": {"type": "array", "minItems": 1, "items": ref},
+        "$or": {"type": "array", "minItems": 1, "items": ref},
+    }
+    for name, kind in filterable:
+        value = {"type": JSON_TYPES[kind]}
+        values = {"type": "array", "items": value, "minItems": 1, "maxItems": 1000}
+        operators = {"$eq": value, "$ne": value, "$in": values, "$nin": values, "$exists": {"type": "boolean"}}
+        if kind == "number":
+            operators |= {op: value for op in ("$gt", "$gte", "$lt", "$lte")}
+        condition = {"type": "object", "properties": operators, "additionalProperties": False, "minProperties": 1}
+        properties[name] = {"anyOf": [value, condition]}
+    return {
+        "Filter": {
+            "type": "object",
+            "description": "metadata filter: {field: value} or {field: {operator: value}}, $and / $or lists",
+            "properties": properties,
+            "additionalProperties": False,
+            "minProperties": 1,
+        }
+    }
 
 
 DOCS_HTML = """<!doctype html>
@@ -93,6 +125,9 @@ def _operation(summary: str, request, response, refs: dict, limits: Limits) -> d
 def _write_limits(schemas: dict, limits: Limits) -> None:
     """The checks handler/api.py makes with the deployment's settings, as schema keywords."""
     schemas["SearchRequest"]["properties"]["query"]["maxLength"] = limits.max_query_chars
+    schemas |= filter_schemas(limits.filterable)
+    search_filter = schemas["SearchRequest"]["properties"]["filter"]
+    search_filter["anyOf"] = [{"$ref": REF.format(model="Filter")}, {"type": "null"}]
     top_k = schemas["SearchRequest"]["properties"]["top_k"]
     top_k["description"] += " (a top_k above a recall_k sent with it is a 422)"
     tei = schemas["TEIRerankRequest"]["properties"]

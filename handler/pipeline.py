@@ -9,16 +9,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from handler import filters
 from handler.batching import BatchedCrossEncoder
 from handler.checks import check_documents, check_query
 from handler.cpu import this_cpu
 from handler.errors import ArtifactError, Cancelled, InvalidRequest, Stage1Unavailable
+from handler.filters import Filter
 from handler.loading import PendingModels, start_loading
 from handler.manifest import ModelManifest, read_manifest
 from handler.recall import Recall, Recalled
-from handler.rerank import Rerank
+from handler.rerank import Rerank, Scored
 from handler.results import Reranked, Result, SearchAnswer
 from handler.settings import Settings
 from handler.types import CrossScorer, Stage1
@@ -75,6 +75,8 @@ class Ask:
     mode: str
     floor: float
     deadline_ms: int | None
+    cascade_keep: int  # candidates the served reranker reads after the first pass (0: every candidate)
+    where: Filter | None = None  # the metadata slice searched (None: the whole index)
 
 
 def _result(recalled: Recalled, i: int, score: float, logit: float) -> Result:
@@ -99,11 +101,14 @@ def _check_stop(stop: threading.Event | None, where: str) -> None:
         raise Cancelled(f"stopped {where}")
 
 
-def _reason(ask: Ask, recalled: Recalled, scores: np.ndarray) -> str:
-    if len(recalled) and not len(scores):
-        return f"deadline: no candidate could be reranked within {ask.deadline_ms} ms"
-    best = f" (best score {scores.max():.3f})" if len(scores) else ""
-    return f"no evidence: no candidate reached the floor {ask.floor:.3f}{best}"
+def _reason(ask: Ask, recalled: Recalled, scored: Scored) -> str:
+    inside = f" in the slice {filters.describe(ask.where)}" if ask.where is not None else ""
+    if ask.where is not None and not len(recalled):
+        return f"empty slice: no chunk matches the filter {filters.describe(ask.where)}"
+    if len(recalled) and not scored.reranked:
+        return f"deadline: no candidate{inside} could be reranked within {ask.deadline_ms} ms"
+    best = f" (best score {scored.best:.3f})" if scored.reranked else ""
+    return f"no evidence{inside}: no candidate reached the floor {ask.floor:.3f}{best}"
 
 
 @dataclass
@@ -123,14 +128,16 @@ class Retriever:
         stage1 = load_stage1(settings, read_manifest(settings.artifacts.bi, ModelManifest), clock.lap)
         loaded = models.result()
         clock.lap("models_wait")
-        rerank = Rerank.of(_batched(loaded.cross, settings), settings.rerank)
+        rerank = Rerank.of(_batched(loaded.cross, settings), settings.rerank, loaded.first_pass)
         load_ms = loaded.load_ms | clock.laps
+        cascade = f"first pass, keep {settings.rerank.cascade_keep}" if rerank.cascade else "off"
         log.info(
-            "stage 1 %s (bm25: %s); floor %.3f (%s); %s; %s",
+            "stage 1 %s (bm25: %s); floor %.3f (%s); cascade %s; %s; %s",
             stage1.describe(),
             stage1.has_bm25,
             rerank.floor,
             rerank.floor_source,
+            cascade,
             load_ms,
             this_cpu().describe(),
         )
@@ -144,6 +151,8 @@ class Retriever:
         mode: str | None = None,
         floor: float | None = None,
         deadline_ms: int | None = None,
+        cascade_keep: int | None = None,
+        filter: dict | None = None,
     ) -> Ask:
         """The request's values with the deployment's defaults filled in; InvalidRequest names a bad one."""
         query = check_query(query, self.settings.limits.max_query_chars)
@@ -152,6 +161,7 @@ class Retriever:
         top_k = top_k or min(self.settings.top_k, recall_k)
         if top_k > recall_k:
             raise InvalidRequest("top_k", f"must not exceed recall_k ({recall_k})")
+        keep = self.settings.rerank.cascade_keep if cascade_keep is None else cascade_keep
         return Ask(
             query,
             recall_k,
@@ -159,6 +169,8 @@ class Retriever:
             self.recall.mode(mode),
             self.rerank.floor if floor is None else floor,
             deadline_ms or self.settings.rerank.deadline_ms,
+            max(keep, top_k) if keep else 0,  # the served reranker reads at least what is answered
+            self.recall.filter(filter),
         )
 
     def search(
@@ -170,10 +182,13 @@ class Retriever:
         mode: str | None = None,
         *,
         deadline_ms: int | None = None,
+        cascade_keep: int | None = None,
+        filter: dict | None = None,
         stop: threading.Event | None = None,
     ) -> SearchAnswer:
-        """Stage 1, rerank, floor. Unset values take the deployment's defaults."""
-        return self.answer(self.resolve(query, recall_k, top_k, mode, floor, deadline_ms), stop)
+        """Stage 1 (inside the slice `filter` admits), rerank, floor. Unset values take the defaults."""
+        ask = self.resolve(query, recall_k, top_k, mode, floor, deadline_ms, cascade_keep, filter)
+        return self.answer(ask, stop)
 
     def answer(self, ask: Ask, stop: threading.Event | None = None) -> SearchAnswer:
         """`stop` set (the client went away) ends the work between stages and rerank batches. With a
@@ -181,29 +196,33 @@ class Retriever:
         clock = _Clock()
         deadline = clock.start + ask.deadline_ms / 1000 if ask.deadline_ms else None
         _check_stop(stop, "before stage 1")
-        recalled = self.recall(ask.query, ask.recall_k, ask.mode, clock.lap)
+        recalled = self.recall(ask.query, ask.recall_k, ask.mode, clock.lap, ask.where)
         _check_stop(stop, "after stage 1")
-        logits, scores = self.rerank.candidates(ask.query, recalled, stop, budget_field="recall_k", deadline=deadline)
+        scored = self.rerank.candidates(
+            ask.query, recalled, stop, "recall_k", deadline, ask.cascade_keep, lap=clock.lap
+        )
         clock.lap("rerank")
-        order = np.argsort(-scores, kind="stable")  # one order, one score: the floor applies to what sorts
-        kept = [i for i in order if scores[i] >= ask.floor][: ask.top_k]
-        results = [_result(recalled, int(i), scores[i], logits[i]) for i in kept]
+        # one order, one score: the floor applies to what sorts; only what the served reranker read is answered
+        kept = [i for i in scored.ranking() if scored.scores[i] >= ask.floor][: ask.top_k]
+        results = [_result(recalled, int(i), scored.scores[i], scored.logits[i]) for i in kept]
         clock.lap("floor")
         return SearchAnswer(
             query=ask.query,
             results=results,
             refused=not results,
-            reason=None if results else _reason(ask, recalled, scores),
+            reason=None if results else _reason(ask, recalled, scored),
             floor=ask.floor,
-            best_score=float(scores.max()) if len(scores) else None,
+            best_score=scored.best,
             recall_k=ask.recall_k,
             top_k=ask.top_k,
             mode=ask.mode,
             score_model=self.rerank.score_model,
             candidates=len(recalled),
-            reranked=len(scores),
+            reranked=scored.reranked,
+            first_pass=0 if scored.first_pass is None else len(scored.first_pass),
+            cascade_keep=ask.cascade_keep if scored.first_pass is not None else 0,
             deadline_ms=ask.deadline_ms,
-            deadline_cut=len(scores) < len(recalled),
+            deadline_cut=scored.deadline_cut,
             timings=clock.timings(),
         )
 

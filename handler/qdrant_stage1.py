@@ -22,6 +22,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from handler.docstore import Chunk
 from handler.errors import ArtifactError, IndexMismatchError, Stage1Unavailable
+from handler.filters import All, Any_, FieldType, Filter
 from handler.fusion import Sides
 from handler.manifest import ModelManifest, check_binding
 from handler.settings import Settings, Stage1Store
@@ -112,6 +113,10 @@ class QdrantStage1:
         return self.record
 
     @property
+    def filterable(self) -> dict[str, FieldType]:
+        return (self.record or {}).get("filters") or {}
+
+    @property
     def has_bm25(self) -> bool:
         return bool((self.record or {"bm25": True}).get("bm25"))  # unknown until checked: assume the default
 
@@ -119,7 +124,13 @@ class QdrantStage1:
         return int((self.record or {}).get("count", 0))
 
     def candidates(
-        self, vector: np.ndarray, query: str, sides: Sequence[str], depth: int, lap: Callable[[str], None]
+        self,
+        vector: np.ndarray,
+        query: str,
+        sides: Sequence[str],
+        depth: int,
+        lap: Callable[[str], None],
+        where: Filter | None = None,
     ) -> Sides:
         try:
             record = self._check()
@@ -130,18 +141,23 @@ class QdrantStage1:
         params = (
             None if self.settings.qdrant_path else models.SearchParams(hnsw_ef=max(depth, self.settings.qdrant_hnsw_ef))
         )
+        only = None if where is None else qdrant_filter(where)  # every request of the round trip: the slice
         requests, names = [], []
         if "dense" in sides:
             requests.append(
-                models.QueryRequest(query=dense, using=DENSE, limit=depth, params=params, with_payload=True)
+                models.QueryRequest(
+                    query=dense, using=DENSE, limit=depth, params=params, filter=only, with_payload=True
+                )
             )
             names.append("dense")
         sparse = bm25_query_vector(bm25_tokenize([query], record.get("bm25") or {})[0]) if "bm25" in sides else None
         if sparse and sparse[0]:
             query_sparse = models.SparseVector(indices=sparse[0], values=sparse[1])
-            requests.append(models.QueryRequest(query=query_sparse, using=SPARSE, limit=depth, with_payload=True))
+            requests.append(
+                models.QueryRequest(query=query_sparse, using=SPARSE, limit=depth, filter=only, with_payload=True)
+            )
             # the same BM25 candidates rescored by the dense vector: their cosines, in the same round trip
-            prefetch = models.Prefetch(query=query_sparse, using=SPARSE, limit=depth)
+            prefetch = models.Prefetch(query=query_sparse, using=SPARSE, limit=depth, filter=only)
             requests.append(models.QueryRequest(prefetch=prefetch, query=dense, using=DENSE, limit=depth))
             names += ["bm25", "cosines"]
         found = self._call("the query", self.client.query_batch_points, self.collection, requests) if requests else []
@@ -199,6 +215,7 @@ class QdrantStage1:
             "chunks": record.get("count"),
             "documents": record.get("documents"),
             "state": "ok" if self.record is not None else "unverified: not reached yet",
+            "filterable": self.filterable,
         }
 
     def ping(self) -> None:
@@ -207,6 +224,32 @@ class QdrantStage1:
 
     def close(self) -> None:
         self.client.close()
+
+
+def qdrant_filter(tree: Filter) -> models.Filter:
+    """A filter (handler/filters.py) as Qdrant's: the metadata sits under the payload key `metadata`.
+    Missing values follow the same rule as the local store: only $ne, $nin and $exists false match them."""
+    if isinstance(tree, All):
+        return models.Filter(must=[qdrant_filter(part) for part in tree.parts])
+    if isinstance(tree, Any_):
+        return models.Filter(should=[qdrant_filter(part) for part in tree.parts])
+    key = f"metadata.{tree.field}"
+    if tree.op == "$exists":
+        empty = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+        return models.Filter(must_not=[empty]) if tree.value else models.Filter(must=[empty])
+    values = tree.value if tree.op in ("$in", "$nin") else (tree.value,)
+    if tree.op in ("$eq", "$in", "$ne", "$nin"):
+        match = models.Filter(should=[_equals(key, v) for v in values])
+        return models.Filter(must=[match]) if tree.op in ("$eq", "$in") else models.Filter(must_not=[match])
+    bound = {"$gt": "gt", "$gte": "gte", "$lt": "lt", "$lte": "lte"}[tree.op]
+    return models.Filter(must=[models.FieldCondition(key=key, range=models.Range(**{bound: tree.value}))])
+
+
+def _equals(key: str, value) -> models.FieldCondition:
+    """Numbers compare as numbers (a stored 2024 equals 2024.0), strings and booleans as they are."""
+    if isinstance(value, float):
+        return models.FieldCondition(key=key, range=models.Range(gte=value, lte=value))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
 def _chunk(label: str, payload: dict) -> Chunk:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handler import fusion
+from handler import filters, fusion
 from handler.docstore import Chunk
 from handler.errors import InvalidRequest
+from handler.filters import Filter
 from handler.fusion import Candidate
 from handler.onnx_model import Encoder
 from handler.settings import RecallSettings
@@ -26,6 +27,7 @@ class Recalled:
 
     chunks: list[Chunk]
     candidates: list[Candidate]
+    where: Filter | None = None  # the slice they were found in (None: the whole index)
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -40,7 +42,7 @@ class Recalled:
     def without(self, doc_ids) -> Recalled:
         """These documents' chunks removed (evaluation's excluded pairs), order kept."""
         keep = [i for i, chunk in enumerate(self.chunks) if chunk.doc_id not in doc_ids]
-        return Recalled([self.chunks[i] for i in keep], [self.candidates[i] for i in keep])
+        return Recalled([self.chunks[i] for i in keep], [self.candidates[i] for i in keep], self.where)
 
 
 def _no_lap(_name: str) -> None:
@@ -69,20 +71,32 @@ class Recall:
             raise InvalidRequest("mode", f"{mode!r} needs a BM25 artifact this index lacks; available: dense")
         return mode
 
-    def __call__(self, query: str, recall_k: int, mode: str, lap: Callable[[str], None] = _no_lap) -> Recalled:
-        """The best recall_k chunks, best first. Every candidate carries its bi-encoder cosine (the
+    def filter(self, raw) -> Filter | None:
+        """A request's filter parsed against the fields this store declares; InvalidRequest names the path."""
+        return filters.parse(raw, self.stage1.filterable)
+
+    def __call__(
+        self,
+        query: str,
+        recall_k: int,
+        mode: str,
+        lap: Callable[[str], None] = _no_lap,
+        where: Filter | None = None,
+    ) -> Recalled:
+        """The best recall_k chunks (of the slice `where` admits), best first: recall inside the slice, not
+        the corpus's best filtered afterwards. Every candidate carries its bi-encoder cosine (the
         calibrated score uses it), whichever side found it. `lap(name)` after each step (timings)."""
         depth = (self.settings.hybrid_depth or recall_k) if mode == "hybrid" else recall_k
         vector = self.encoder.embed_queries([query])[0]
         lap("embed")
         wanted = ("dense", "bm25") if mode == "hybrid" else (mode,)
-        sides = self.stage1.candidates(vector, query, wanted, depth, lap)
+        sides = self.stage1.candidates(vector, query, wanted, depth, lap, where)
         candidates = self._fuse(sides)[:recall_k] if mode == "hybrid" else fusion.single(sides)
         self._fill_similarity(vector, candidates)
         lap("fuse")
         chunks = self.stage1.fetch([c.label for c in candidates])
         lap("fetch")
-        return Recalled(chunks, candidates)
+        return Recalled(chunks, candidates, where)
 
     def _fill_similarity(self, vector: np.ndarray, candidates: list[Candidate]) -> None:
         """The cosine of candidates only BM25 found, from the vectors stored in the index."""

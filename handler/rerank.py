@@ -1,20 +1,22 @@
 """Stage 2: the cross-encoder reads query and passage together; its logit, calibrated with the stage-1
-rank and the query's cosine, is the served 0–1 score the floor applies to. Also: the work budget, the
-measured rerank rate and the deadline. Reads only `RerankSettings`; knows nothing of where candidates
-came from beyond their stage-1 order and cosine."""
+rank and the query's cosine, is the served 0–1 score the floor applies to. Also: the rerank cascade (a
+small first-pass model scores every candidate, the served reranker reads only the best few), the work
+budget, the measured rerank rate and the deadline. Reads only `RerankSettings`; knows nothing of where
+candidates came from beyond their stage-1 order and cosine."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from handler.calibration import Calibration
+from handler.calibration import Calibration, Logistic
 from handler.deadline import RerankRate
-from handler.errors import TooMuchWork
+from handler.errors import ArtifactError, TooMuchWork
 from handler.manifest import CalibrationRecord
 from handler.recall import Recalled
 from handler.results import Reranked
@@ -24,18 +26,47 @@ from handler.types import CrossScorer
 log = logging.getLogger(__name__)
 
 
+def _no_lap(_name: str) -> None:
+    pass
+
+
 @dataclass(frozen=True)
 class Scored:
-    """Logits and served scores in stage-1 order; shorter than the candidates when a deadline cut it."""
+    """Every candidate in stage-1 order: the served logit and 0–1 score of those the served reranker read
+    (NaN for the rest), and the first pass's logit of every candidate when the cascade ran."""
 
     logits: np.ndarray
     scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
+    first_pass: np.ndarray | None = None
+    deadline_cut: bool = False  # the deadline stopped the served reranker before it read what it was to read
 
     def __iter__(self):  # logits, scores = rerank.candidates(...)
         return iter((self.logits, self.scores))
+
+    @property
+    def read(self) -> np.ndarray:
+        return ~np.isnan(self.scores)
+
+    @property
+    def reranked(self) -> int:
+        return int(self.read.sum())
+
+    @property
+    def best(self) -> float | None:
+        return float(np.nanmax(self.scores)) if self.reranked else None
+
+    def ranking(self) -> np.ndarray:
+        """The candidates the served reranker read, best score first (the order results are served in)."""
+        read = np.flatnonzero(self.read)
+        return read[np.argsort(-self.scores[read], kind="stable")]
+
+
+def cascade_order(first_pass: np.ndarray, score: Logistic) -> np.ndarray:
+    """The candidates in the order the served reranker reads them: by the first pass's logit under the
+    served score's own weights (its stage-1 prior included), best first. Evaluation simulates the cascade
+    with this function, so what it measures is what serves."""
+    key = score.order_key(first_pass, np.arange(1, len(first_pass) + 1))
+    return np.argsort(-key, kind="stable")
 
 
 def default_floor(settings: RerankSettings, calibration: CalibrationRecord | None) -> tuple[float, str]:
@@ -48,6 +79,18 @@ def default_floor(settings: RerankSettings, calibration: CalibrationRecord | Non
     return 0.0, "none"
 
 
+def check_teacher(first_pass: CrossScorer, cross: CrossScorer) -> None:
+    """A first pass was distilled from the reranker served beside it; another's would choose badly, silently."""
+    teacher = first_pass.manifest.teacher_sha256
+    if teacher != cross.manifest.sha256:
+        raise ArtifactError(
+            first_pass.model_dir / "manifest.json",
+            f"teacher_sha256: this first pass was distilled from the reranker {str(teacher)[:12]}…, the served one "
+            f"is {cross.manifest.sha256[:12]}…; distil one from it (`twostage train --distill`, then `twostage "
+            "export --which first-pass`) or remove models/first_pass (every candidate reranked)",
+        )
+
+
 @dataclass
 class Rerank:
     cross: CrossScorer
@@ -56,13 +99,22 @@ class Rerank:
     floor: float
     floor_source: str
     rate: RerankRate  # this process's measured speed, from the settings' prior until measured
+    first_pass: CrossScorer | None = None  # the cascade's first pass
 
     @classmethod
-    def of(cls, cross: CrossScorer, settings: RerankSettings) -> Rerank:
+    def of(cls, cross: CrossScorer, settings: RerankSettings, first_pass: CrossScorer | None = None) -> Rerank:
         """Stage 2 around a loaded cross-encoder: its calibration and floor from its manifest."""
+        if first_pass is not None:
+            check_teacher(first_pass, cross)
         floor, source = default_floor(settings, cross.manifest.calibration)
         calibration = Calibration.from_record(cross.manifest.calibration)
-        return cls(cross, settings, calibration, floor, source, RerankRate(settings.rerank_tokens_per_s))
+        rate = RerankRate(settings.rerank_tokens_per_s)
+        return cls(cross, settings, calibration, floor, source, rate, first_pass)
+
+    @property
+    def cascade(self) -> bool:
+        """Whether the cascade runs by default (a first pass loaded and cascade_keep > 0)."""
+        return self.first_pass is not None and self.settings.cascade_keep > 0
 
     @property
     def score_model(self) -> dict[str, float | bool | str]:
@@ -76,20 +128,41 @@ class Rerank:
         stop: threading.Event | None = None,
         budget_field: str | None = None,
         deadline: float | None = None,
+        keep: int | None = None,
+        lap: Callable[[str], None] = _no_lap,
     ) -> Scored:
-        """Cross-encoder logits and served 0–1 scores, in stage-1 order. With `budget_field` (requests,
-        not evaluation) the pairs' tokens must fit `max_rerank_tokens`. With a `deadline`
-        (time.perf_counter) only the first candidates that fit it are scored."""
-        encodings = self.cross.encode(query, [c.passage for c in recalled.chunks])
+        """Served logits and 0–1 scores, in stage-1 order. The cascade (a first-pass model and 0 < keep <
+        candidates): the first pass scores every candidate and the served reranker reads only its best
+        `keep`; else it reads every candidate. With `budget_field` (requests, not evaluation) each model's
+        pairs must fit `max_rerank_tokens`. With a `deadline` (time.perf_counter) the served reranker reads
+        in that order only what fits it."""
+        keep = self.settings.cascade_keep if keep is None else keep
+        passages = [c.passage for c in recalled.chunks]
+        first, order = None, np.arange(len(passages))
+        if self.first_pass is not None and 0 < keep < len(passages):
+            encodings = self.first_pass.encode(query, passages)
+            if budget_field:
+                self.check_budget(encodings, budget_field)
+            first = self.first_pass.logits_encoded(encodings, stop)
+            order = cascade_order(first, self.calibration.search)[:keep]
+            lap("first_pass")
+        encodings = self.cross.encode(query, [passages[i] for i in order])
         if budget_field:
             self.check_budget(encodings, budget_field)
-        logits = self._logits_within(encodings, deadline, stop)
-        ranks = np.arange(1, len(recalled) + 1)  # candidates come in stage-1 order
-        return Scored(logits, self.calibration.search(logits, recalled.cosines, ranks))
+        read_logits = self._logits_within(encodings, deadline, stop)
+        read = order[: len(read_logits)]
+        cosines = recalled.cosines
+        logits = np.full(len(passages), np.nan, dtype=np.float32)
+        scores = np.full(len(passages), np.nan, dtype=np.float32)
+        logits[read] = read_logits
+        scores[read] = self.calibration.search(
+            read_logits, cosines[read], read + 1, query_cosine=cosines.max(initial=0.0)
+        )
+        return Scored(logits, scores, first, deadline_cut=len(read) < len(order))
 
     def _logits_within(self, encodings: list, deadline: float | None, stop: threading.Event | None) -> np.ndarray:
         """All logits when the measured rate says they fit the deadline (then exactly as without one);
-        else batch after batch in stage-1 order, each sized to the time left, until the next does not fit."""
+        else batch after batch in the given order, each sized to the time left, until the next does not fit."""
         lengths = [len(e.ids) for e in encodings]
         started = time.perf_counter()
         if deadline is None or self.rate.seconds_for(sum(lengths)) <= deadline - started:

@@ -40,7 +40,21 @@ class SearchRequest(BaseModel):
         "the results are drawn from those (default: the deployment's, if any)",
     )
 
-    _counts = field_validator("recall_k", "top_k", "deadline_ms", mode="before")(_whole_number)
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="search only the chunks whose metadata match: {field: value} for equality, operators $eq $ne "
+        "$in $nin $gt $gte $lt $lte $exists, combinators $and $or; the fields are the index's filterable ones "
+        "(/health: index.filterable). Recall stays recall inside the slice; a slice with no match is refused",
+    )
+    cascade_keep: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_RECALL_K,
+        description="the rerank cascade: the served reranker reads only the first pass's best cascade_keep "
+        "candidates (at least top_k); 0: every candidate (default: the deployment's)",
+    )
+
+    _counts = field_validator("recall_k", "top_k", "deadline_ms", "cascade_keep", mode="before")(_whole_number)
 
 
 class Hit(BaseModel):
@@ -66,9 +80,11 @@ class Timings(BaseModel):
     ann_ms: float = 0.0
     bm25_ms: float = 0.0
     qdrant_ms: float = Field(0.0, description="stage 1 on Qdrant: one round trip for every side")
+    filter_ms: float = Field(0.0, description="the metadata filter's slice (local store)")
     fuse_ms: float = 0.0
     fetch_ms: float = 0.0
-    rerank_ms: float = 0.0
+    first_pass_ms: float = Field(0.0, description="the cascade's first pass over every candidate")
+    rerank_ms: float = Field(0.0, description="the served reranker (after the first pass, when it ran)")
     floor_ms: float = 0.0
     total_ms: float
 
@@ -90,7 +106,11 @@ class SearchResponse(BaseModel):
         "ships with the reranker (raw sigmoid of its logit)"
     )
     candidates: int = Field(description="stage-1 candidates")
-    reranked: int = Field(description="of those, reranked (all unless the deadline cut the rerank short)")
+    reranked: int = Field(
+        description="of those, read by the served reranker (all unless the cascade or the deadline read fewer)"
+    )
+    first_pass: int = Field(description="of those, scored by the cascade's first pass (0: the cascade did not run)")
+    cascade_keep: int = Field(description="how many the cascade handed to the served reranker (0: it did not run)")
     deadline_ms: int | None = Field(description="the time budget applied, if any")
     deadline_cut: bool = Field(description="true when the deadline left candidates unreranked")
     timings: Timings
@@ -243,8 +263,9 @@ class HealthResponse(BaseModel):
     problems: dict[str, str] = Field({}, description="broken component (file name) → what failed")
     bi: ModelInfo
     cross: ModelInfo
-    index: dict[str, int | str | None] = Field(
-        description="the stage-1 store: backend (local or qdrant), chunks and documents (qdrant: collection, state)"
+    index: dict[str, Any] = Field(
+        description="the stage-1 store: backend (local or qdrant), chunks and documents (qdrant: collection, state), "
+        "and the metadata fields a filter may name with their types (filterable)"
     )
     floor: float
     floor_source: str = Field(description="where the floor came from: setting, calibration or default")

@@ -25,6 +25,7 @@ SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="forbid", pop
 
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
+CASCADE_KEEP = 20  # chosen on the reranker's dev queries (docs/results.md §16)
 
 
 def command_config(command: str) -> SettingsConfigDict:
@@ -215,6 +216,17 @@ class RerankSettings(BaseSettings):
     )
     rerank_tokens_per_s: float = Field(
         5000.0, gt=0, description="the reranker's speed assumed until this process has measured its own"
+    )
+    cascade_keep: int = Field(
+        CASCADE_KEEP,
+        ge=0,
+        le=MAX_RECALL_K,
+        description="the rerank cascade: the first-pass model (models/first_pass) scores every candidate and the "
+        "served reranker reads only its best cascade_keep (at least top_k); 0: the served reranker reads every "
+        "candidate. Without a first-pass model every candidate is read",
+    )
+    first_pass_max_length: int | None = Field(
+        None, ge=32, description="tokens per pair the first pass reads (unset: its own max length)"
     )
 
 

@@ -66,8 +66,9 @@ class BM25Index:
                 f"{manifest.count}; rebuild with `twostage index`"
             )
 
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k labels and BM25 scores, best first; empty when no query term is in the vocabulary."""
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k labels and BM25 scores, best first (of the chunks `allowed` admits, when given); empty
+        when no query term is in the vocabulary."""
         tokens = bm25_tokenize([query], self.settings)[0]
         ids = self.bm25.get_tokens_ids(tokens)
         if not ids:
@@ -76,6 +77,8 @@ class BM25Index:
             scores = self.bm25.get_scores_from_ids(ids)
         except (IndexError, ValueError) as error:  # postings damaged past the quick checks (TWOSTAGE_VERIFY=full)
             raise ArtifactError(self.directory, f"corrupt postings ({error!r})") from None
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
         k = min(k, int((scores > 0).sum()))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, dtype=np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]

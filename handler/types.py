@@ -10,6 +10,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from handler.docstore import Chunk
+from handler.filters import FieldType, Filter
 from handler.fusion import Sides
 from handler.manifest import ModelManifest
 
@@ -37,14 +38,21 @@ class Stage1(Protocol):
 
     backend: str
     has_bm25: bool
+    filterable: dict[str, FieldType]  # the metadata fields a filter may name, and their types
 
     def __len__(self) -> int: ...
 
     def candidates(
-        self, vector: np.ndarray, query: str, sides: Sequence[str], depth: int, lap: Callable[[str], None]
+        self,
+        vector: np.ndarray,
+        query: str,
+        sides: Sequence[str],
+        depth: int,
+        lap: Callable[[str], None],
+        where: Filter | None = None,
     ) -> Sides:
-        """Each asked side's top `depth`: dense with cosines, bm25 with BM25 scores; `lap(name)` after
-        each round of work (the response's timings: ann and bm25, or one qdrant round trip)."""
+        """Each asked side's top `depth` among the chunks `where` admits (all, without a filter): dense with
+        cosines, bm25 with BM25 scores; `lap(name)` after each round of work (the response's timings)."""
         ...
 
     def similarity(self, vector: np.ndarray, labels: Sequence) -> np.ndarray:

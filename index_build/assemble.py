@@ -19,9 +19,11 @@ import numpy as np
 from handler.cpu import available_cpus
 from handler.docstore import DOCSTORE_NAME, SCHEMA, Chunk
 from handler.manifest import IndexManifest, ModelManifest, write_manifest
+from handler.metadata_columns import write_columns
 from handler.sparse_index import BM25_DIR, bm25_tokenize
 from handler.vector_index import INDEX_NAME
 from handler.verify import describe_files
+from index_build.metadata import FieldTypes
 from index_build.settings import IndexSettings
 
 
@@ -76,7 +78,7 @@ def assemble(
         max_elements=count, M=settings.hnsw_m, ef_construction=settings.ef_construction, random_seed=settings.seed
     )
     bm25 = _BM25Builder(bm25_settings(settings)) if settings.bm25 else None
-    labels, docs = 0, set()
+    labels, docs, flat_metadata, types = 0, set(), [], FieldTypes()
     with sqlite3.connect(staging / DOCSTORE_NAME) as db:
         db.executescript(SCHEMA)
         for chunks, vectors in batches:
@@ -91,6 +93,7 @@ def assemble(
             )
             if bm25:
                 bm25.add([c.passage for c in chunks])
+            flat_metadata += [types.add(c.metadata) for c in chunks]
             docs.update(c.doc_id for c in chunks)
             labels += len(chunks)
     (staging / DOCSTORE_NAME).chmod(0o644)
@@ -98,6 +101,8 @@ def assemble(
         raise ValueError(f"assembly expected {count} chunks, the batches held {labels}")
     index.set_ef(settings.ef_search)
     index.save_index(str(staging / INDEX_NAME))
+    filters = types.declared(settings.filter_fields)
+    write_columns(staging, filters, flat_metadata, count)
     bm25_record = None
     if bm25:
         bm25.save(staging)
@@ -124,6 +129,7 @@ def assemble(
         passage_prompt=encoder.passage_prompt,
         corpus=str(settings.corpus),
         bm25=bm25_record,
+        filters=filters,
         documents=len(docs),
         build=build
         | {

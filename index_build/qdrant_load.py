@@ -39,6 +39,7 @@ from index_build.assemble import bm25_settings
 from index_build.corpus import Fields
 from index_build.embedding import embed_passages, passage_batch_size
 from index_build.local_build import chunk_corpus
+from index_build.metadata import declared_fields
 from index_build.settings import IndexSettings
 from index_build.shards import text_hash
 
@@ -84,6 +85,19 @@ def _create(client, settings: IndexSettings, record: dict) -> None:
         metadata={RECORD_KEY: record},
     )
     client.create_payload_index(settings.qdrant_collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+
+
+def _index_payload(client, collection: str, fields: dict[str, str]) -> None:
+    """A payload index per filterable field, so a filtered query plans like any other (`metadata.<field>`)."""
+    from qdrant_client import models
+
+    schemas = {
+        "string": models.PayloadSchemaType.KEYWORD,
+        "number": models.PayloadSchemaType.FLOAT,
+        "boolean": models.PayloadSchemaType.BOOL,
+    }
+    for name, kind in fields.items():
+        client.create_payload_index(collection, f"metadata.{name}", schemas[kind])
 
 
 def _existing(client, collection: str) -> dict[str, str]:
@@ -172,6 +186,8 @@ def _sync(client, settings: IndexSettings, encoder: Encoder, chunks, vectors, so
     gone = sorted(set(existing) - set(ids))
     for batch in _batches(gone, 1024):
         client.delete(settings.qdrant_collection, points_selector=batch, wait=True)
+    record["filters"] = declared_fields((c.metadata for c in chunks), settings.filter_fields)
+    _index_payload(client, settings.qdrant_collection, record["filters"])
     record |= {
         "count": len(ids),
         "documents": len({c.doc_id for c in chunks}),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from handler.settings import Stage1Store, artifacts_dir_field, command_config
 
@@ -33,6 +34,11 @@ class IndexSettings(Stage1Store):
     bm25_stemmer: str | None = Field("english", description="Snowball stemmer language (PyStemmer); empty: none")
     bm25_k1: float = Field(1.5, gt=0, description="BM25 k1")
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 b")
+    filter_fields: Annotated[list[str], NoDecode] | None = Field(
+        None,
+        description="metadata fields /search may filter on, comma-separated (nested keys dotted: device.model; "
+        "unset: every field whose values are all strings, all numbers or all booleans; empty: none)",
+    )
     embed_batch_size: int | None = Field(
         None,
         ge=1,
@@ -66,3 +72,8 @@ class IndexSettings(Stage1Store):
     from_index: Path | None = Field(
         None, description="qdrant: load the vectors and chunks of this local index instead of embedding the corpus"
     )
+
+    @field_validator("filter_fields", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value

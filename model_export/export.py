@@ -10,7 +10,16 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from handler.manifest import CALIBRATION_FILE, HEAD_FILE, TRAINING_LOG, ModelManifest, sha256_file, write_manifest
+from handler.manifest import (
+    CALIBRATION_FILE,
+    DISTILL_LOG,
+    HEAD_FILE,
+    TRAINING_LOG,
+    ModelManifest,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from handler.onnx_model import SLOW_CPU_FUSIONS
 from handler.verify import describe_files
 from model_export.head import HeadError, fold_head, fold_label_margin, positive_label
@@ -20,15 +29,18 @@ from model_export.source import (
     UnsupportedModel,
     encoder_config,
     max_length_of,
+    packaged_first_pass_dir,
     packaged_minilm_dir,
     packaged_reranker_dir,
     position_range,
     resolve_model_dir,
+    weights_sha256,
 )
 
 log = logging.getLogger(__name__)
 
-TASKS = {"bi": "feature-extraction", "cross": "text-classification"}
+TASKS = {"bi": "feature-extraction", "cross": "text-classification", "first_pass": "text-classification"}
+RERANKERS = ("cross", "first_pass")  # both read (query, passage) pairs and serve one logit each
 RUNTIME_FILES = ("tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json", "vocab.txt")
 INT8 = {
     "dtype": "int8",
@@ -123,7 +135,7 @@ def _precisions(kind: str, work: Path, fp32: Path, settings: ExportSettings) -> 
 
 def task_of(kind: str, source_dir: Path) -> str:
     """Our own cross-encoders export their token states; `fold_head` then appends the mean-pooled head."""
-    return "feature-extraction" if kind == "cross" and (source_dir / HEAD_FILE).is_file() else TASKS[kind]
+    return "feature-extraction" if kind in RERANKERS and (source_dir / HEAD_FILE).is_file() else TASKS[kind]
 
 
 def cross_head(source_dir: Path, settings: ExportSettings) -> dict:
@@ -161,12 +173,13 @@ def _manifest(
     settings: ExportSettings,
     quantization: dict | None,
     head: dict | None,
+    extra: dict | None = None,
 ) -> ModelManifest:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(source_dir))
     max_length, limits = max_length_for(source_dir, config, settings)
-    fields: dict = {"max_length_limits": limits}
+    fields: dict = {"max_length_limits": limits} | (extra or {})
     if head is not None:
         fields["head"] = head["kind"]
         fields |= {"labels": head["labels"], "positive_label": head["positive"]} if "labels" in head else {}
@@ -208,7 +221,7 @@ def _install(
     for name in RUNTIME_FILES:
         if (work_dir / name).is_file():
             shutil.copy(work_dir / name, target_dir / name)
-    for name in (TRAINING_LOG,):
+    for name in (TRAINING_LOG, DISTILL_LOG):
         if (source_dir / name).is_file():
             shutil.copy(source_dir / name, target_dir / name)
     return target_dir / "model.onnx"
@@ -219,11 +232,13 @@ def _check_parity(kind: str, source_dir: Path, target_dir: Path, settings: Expor
     return report, parity_failures(report, settings)
 
 
-def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, settings: ExportSettings) -> ModelManifest:
+def export_model(
+    kind: str, source: str, source_dir: Path, target_dir: Path, settings: ExportSettings, extra: dict | None = None
+) -> ModelManifest:
     """Export, quantise, install into target_dir with a manifest carrying the parity report."""
     started = time.perf_counter()
     try:  # what the runtime could not reproduce fails before the export runs
-        head = cross_head(source_dir, settings) if kind == "cross" else None
+        head = cross_head(source_dir, settings) if kind in RERANKERS else None
         if kind == "bi":
             encoder_config(source_dir)
     except UnsupportedModel as error:
@@ -233,7 +248,7 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
         fp32 = onnx_export(source_dir, work, task_of(kind, source_dir))
         for onnx_file, quantization in _precisions(kind, work, fp32, settings):
             installed = _install(onnx_file, work, source_dir, target_dir, quantization, head)
-            manifest = _manifest(kind, source, source_dir, installed, settings, quantization, head)
+            manifest = _manifest(kind, source, source_dir, installed, settings, quantization, head, extra)
             write_manifest(target_dir, manifest)
             report, failures = _check_parity(kind, source_dir, target_dir, settings)
             if not failures:
@@ -252,13 +267,46 @@ def export_model(kind: str, source: str, source_dir: Path, target_dir: Path, set
 
 
 def export_all(settings: ExportSettings) -> dict[str, ModelManifest]:
-    bi_source = settings.bi_model or str(packaged_minilm_dir())
-    bi_dir = resolve_model_dir(bi_source)
     done = {}
-    if settings.which in ("both", "bi"):
-        done["bi"] = export_model("bi", bi_source, bi_dir, settings.models_dir / "bi", settings)
-    if settings.which in ("both", "cross"):
+    if settings.which in ("all", "both", "bi"):
+        bi_source = settings.bi_model or str(packaged_minilm_dir())
+        done["bi"] = export_model("bi", bi_source, resolve_model_dir(bi_source), settings.models_dir / "bi", settings)
+    if settings.which in ("all", "both", "cross"):
         cross_source = settings.cross_model or str(packaged_reranker_dir())
         cross_dir = resolve_model_dir(cross_source)
         done["cross"] = export_model("cross", cross_source, cross_dir, settings.models_dir / "cross", settings)
+    if settings.which in ("all", "first-pass"):
+        first_pass = export_first_pass(settings)
+        if first_pass is not None:
+            done["first_pass"] = first_pass
     return done
+
+
+def export_first_pass(settings: ExportSettings) -> ModelManifest | None:
+    """The cascade's first pass, bound to the reranker exported beside it: it must have been distilled from
+    that reranker's weights. Without one (a reranker you brought, not yet distilled: `twostage train
+    --distill`) none is exported, and any stale one is removed: every candidate is then reranked."""
+    target = settings.models_dir / "first_pass"
+    cross = read_manifest(settings.models_dir / "cross", ModelManifest)
+    teacher = weights_sha256(resolve_model_dir(cross.source))
+    source = settings.first_pass_model
+    if source is None:
+        packaged = packaged_first_pass_dir()
+        source = str(packaged) if _distilled_from(packaged) == teacher else None
+    if source is None:
+        shutil.rmtree(target, ignore_errors=True)
+        log.warning("no first pass for %s: the cascade is off (twostage train --distill makes one)", cross.source)
+        return None
+    source_dir = resolve_model_dir(source)
+    if _distilled_from(source_dir) != teacher:
+        raise ExportError(
+            f"{source_dir} was not distilled from the reranker in {settings.models_dir / 'cross'} ({cross.source}): "
+            f"its {DISTILL_LOG} names other teacher weights; distil one from it with `twostage train --distill`"
+        )
+    return export_model("first_pass", source, source_dir, target, settings, {"teacher_sha256": cross.sha256})
+
+
+def _distilled_from(model_dir: Path) -> str | None:
+    """The sha256 of the teacher weights a first pass was distilled from (its distillation log)."""
+    distilled = model_dir / DISTILL_LOG
+    return json.loads(distilled.read_text()).get("teacher_weights_sha256") if distilled.is_file() else None

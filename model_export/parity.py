@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from handler.calibration import sigmoid
-from handler.manifest import HEAD_FILE
-from handler.onnx_model import CrossEncoder, Encoder
+from handler.manifest import HEAD_FILE, ModelManifest, read_manifest
+from handler.onnx_model import CrossEncoder, Encoder, FirstPass
 
 _LONG = (
     "The committee reviewed every maintenance record of the pumping station, starting with the "
@@ -126,7 +126,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def cross_parity(source_dir: Path, onnx_dir: Path) -> dict:
     """Spearman of the scores and the largest change of the sigmoid score, ONNX vs PyTorch."""
-    model = CrossEncoder(onnx_dir)
+    kind = read_manifest(onnx_dir, ModelManifest).kind
+    model = (FirstPass if kind == "first_pass" else CrossEncoder)(onnx_dir)
     reference = _torch_logits(source_dir, model.manifest.max_length, model.manifest.positive_label)
     ours = np.concatenate([model.logits(q, [p]) for q, p in PROBE_PAIRS])
     delta = float(np.abs(reference - ours).max())

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from handler.settings import command_config
+from handler.settings import StrictSettings, command_config
 
 
-class ExportSettings(BaseSettings):
+class ExportSettings(StrictSettings):
     model_config = command_config("export")
 
     bi_model: str | None = Field(
@@ -22,7 +21,14 @@ class ExportSettings(BaseSettings):
         description="cross-encoder: HF id or directory (default: the project's SciFact-trained MiniLM reranker)",
     )
     models_dir: Path = Field(Path("artifacts/models"), description="writes <models_dir>/bi and <models_dir>/cross")
-    which: Literal["both", "bi", "cross"] = Field("both", description="which model(s) to export")
+    first_pass_model: str | None = Field(
+        None,
+        description="the rerank cascade's first pass (`twostage train --distill`): HF id or directory (default: the "
+        "packaged one when the reranker is the packaged one; else none, and the cascade is off)",
+    )
+    which: Literal["all", "both", "bi", "cross", "first-pass"] = Field(
+        "all", description="which model(s) to export: all (bi, cross and its first pass), both (bi and cross), or one"
+    )
     quantize: Literal["int8", "fp16", "none"] = Field(
         "int8", description="int8 = dynamic, per-channel weights (CPU); fp16 = GPU-fused graph in half precision"
     )

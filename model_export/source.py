@@ -19,6 +19,28 @@ def packaged_reranker_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "models" / "scifact-minilm-l6-cross"
 
 
+def packaged_first_pass_dir() -> Path:
+    """The rerank cascade's first pass for the packaged reranker (`twostage train --distill`; its model card)."""
+    return Path(__file__).resolve().parents[1] / "models" / "scifact-minilm-l2-first-pass"
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """One sha256 over a Hugging Face directory's weight files (names and bytes, in name order): which
+    weights a model is, whatever ONNX export of them is served."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for pattern in WEIGHT_FILES for p in model_dir.glob(pattern)):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve_model_dir(id_or_path: str | Path) -> Path:
     """A local directory is used as is; anything else is an HF hub id, downloaded to the HF cache."""
     path = Path(id_or_path).expanduser()

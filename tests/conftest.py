@@ -63,6 +63,47 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cascade_artifacts(artifacts, tmp_path_factory) -> Path:
+    """The session's artifacts plus a first pass for the rerank cascade, distilled from the tiny reranker by
+    our own `twostage train --distill` (the sample corpus' titles) and exported by our own export."""
+    import shutil
+
+    from index_build.settings import SAMPLE_CORPUS
+    from model_export.export import export_all
+    from model_export.settings import ExportSettings
+    from training.distill import distill
+    from training.settings import TrainSettings
+
+    root = tmp_path_factory.mktemp("cascade") / "artifacts"
+    shutil.copytree(artifacts, root)
+    student = root.parent / "student"
+    summary = distill(
+        TrainSettings(
+            distill=True,
+            corpus=SAMPLE_CORPUS,
+            artifacts_dir=root,
+            eval_dir=root / "eval",
+            output_dir=student,
+            student_layers=1,
+            max_length=64,
+            pseudo_queries=20,
+            distill_candidates=16,
+            distill_group=8,
+            groups_per_step=2,
+            epochs=1,
+            max_steps=2,
+            dev_fraction=0.2,
+        )
+    )
+    assert summary["groups"]["train"] and "cascade_recall@20" in summary["history"][-1]
+    exported = ExportSettings(
+        models_dir=root / "models", which="first-pass", first_pass_model=str(student), fp32_fallback=True
+    )
+    export_all(exported)
+    return root
+
+
+@pytest.fixture(scope="session")
 def settings(artifacts):
     from handler.settings import Settings
 

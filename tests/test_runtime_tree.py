@@ -19,8 +19,10 @@ import json, sys
 from handler import lambda_function as lf
 from handler.events import http_api_event
 response = lf.handler(http_api_event("POST", "/search", {"query": "E240 ThermoLine", "top_k": 3}), None)
+sliced = lf.handler(http_api_event("POST", "/search", {"query": "E240", "filter": {"topic": "plants"}}), None)
 build_only = [m for m in ("torch", "transformers", "optimum", "tqdm", "huggingface_hub") if m in sys.modules]
-print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "build_only": build_only}))
+print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "build_only": build_only,
+                  "sliced": json.loads(sliced["body"])}))
 """
 
 
@@ -49,6 +51,38 @@ def test_pruned_runtime_tree_answers_search_without_build_dependencies(runtime_t
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["status"] == 200 and len(report["body"]["results"]) == 3
     assert report["build_only"] == []
+    sliced = report["sliced"]["results"]  # a filtered search from the tree alone
+    assert all(r["metadata"]["topic"] == "plants" for r in sliced) and report["sliced"]["candidates"] > 0
+
+
+CASCADE_CHILD = r"""
+import json, sys
+from handler import lambda_function as lf
+from handler.events import http_api_event
+from model_export.parity import PROBE_PAIRS
+response = lf.handler(http_api_event("POST", "/search", {"query": "E240 ThermoLine", "recall_k": 40}), None)
+first_pass = lf.retriever.rerank.first_pass
+probes = [float(first_pass.logits(q, [p])[0]) for q, p in PROBE_PAIRS]
+print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "probes": probes}))
+"""
+
+
+def test_the_runtime_tree_serves_the_cascade_and_its_first_pass_as_exported(runtime_tree, cascade_artifacts):
+    """The first pass passed its export gate (parity with PyTorch) in the dev venv; in the tree it must
+    give the same logits on the gate's probes, and /search must run the cascade."""
+    from handler.onnx_model import FirstPass
+    from model_export.parity import PROBE_PAIRS
+
+    exported = FirstPass(cascade_artifacts / "models" / "first_pass")
+    expected = [float(exported.logits(q, [p])[0]) for q, p in PROBE_PAIRS]
+    path = f"{ROOT}{os.pathsep}{runtime_tree}"
+    env = {"PATH": os.environ["PATH"], "ARTIFACTS_DIR": str(cascade_artifacts), "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, "-S", "-c", CASCADE_CHILD], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    body = report["body"]
+    assert report["status"] == 200 and (body["first_pass"], body["cascade_keep"], body["reranked"]) == (40, 20, 20)
+    assert report["probes"] == pytest.approx(expected, abs=1e-5)
 
 
 QDRANT_CHILD = r"""

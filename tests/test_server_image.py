@@ -3,6 +3,7 @@ extras) in a fresh venv, then `twostage serve` on loopback (CPU provider) answer
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -49,7 +50,27 @@ def test_the_image_installs_no_build_tools(server_venv):
     assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-def test_serve_answers_from_the_image_environment(server_venv, artifacts, tmp_path):
+def test_serve_answers_from_the_image_environment(server_venv, cascade_artifacts, tmp_path):
+    """With the rerank cascade: the first pass loads and runs here as it was exported (its gate's probes
+    give the dev venv's logits) and /search reports it ran."""
+    from handler.onnx_model import FirstPass
+    from model_export.parity import PROBE_PAIRS
+
+    artifacts = cascade_artifacts
+    exported = FirstPass(artifacts / "models" / "first_pass")
+    expected = [float(exported.logits(q, [p])[0]) for q, p in PROBE_PAIRS]
+    probe = (
+        "import json, sys; from handler.onnx_model import FirstPass; from model_export.parity import PROBE_PAIRS; "
+        "m = FirstPass(sys.argv[1]); print(json.dumps([float(m.logits(q, [p])[0]) for q, p in PROBE_PAIRS]))"
+    )
+    here = subprocess.run(
+        [str(server_venv / "bin" / "python"), "-c", probe, str(artifacts / "models" / "first_pass")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert here.returncode == 0, here.stderr[-2000:]
+    assert json.loads(here.stdout) == pytest.approx(expected, abs=1e-5)
     port = free_port()
     command = [str(server_venv / "bin" / "twostage"), "serve", "--artifacts-dir", str(artifacts)]
     command += ["--port", str(port), "--providers", "cpu"]
@@ -61,6 +82,7 @@ def test_serve_answers_from_the_image_environment(server_venv, artifacts, tmp_pa
         wait_ready(url, process)
         found = httpx.post(f"{url}/search", json={"query": "What does error E240 mean?", "top_k": 3}, timeout=30)
         assert found.status_code == 200 and len(found.json()["results"]) == 3
+        assert found.json()["first_pass"] == 100 and found.json()["reranked"] == 20
     finally:
         process.terminate()
         process.wait(30)

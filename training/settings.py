@@ -5,13 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, model_validator
 
-from handler.settings import artifacts_dir_field, command_config
+from handler.settings import StrictSettings, artifacts_dir_field, command_config
+
+# What `--distill` changes unless given: a small student wants a higher rate, and queries from the corpus.
+DISTILL_DEFAULTS = {
+    "output_dir": Path("artifacts/trained/first_pass"),
+    "pseudo_queries": 1000,
+    "lr": 1e-4,
+    "epochs": 3,
+    "groups_per_step": 4,
+}
 
 
-class TrainSettings(BaseSettings):
+class TrainSettings(StrictSettings):
     model_config = command_config("train")
 
     data: Path = Field(Path("../shared/data/scifact"), description="BEIR directory with the training split")
@@ -43,3 +51,24 @@ class TrainSettings(BaseSettings):
     dev_fraction: float = Field(0.1, ge=0, lt=1, description="train queries held out for early stopping")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke tests)")
     seed: int = Field(13, description="random seed")
+    distill: bool = Field(
+        False,
+        description="make a first-pass reranker for the rerank cascade, distilled from the served one (models/cross) "
+        "on stage-1 candidates of the training queries and pseudo-queries (then `twostage export --which first-pass`)",
+    )
+    corpus: Path | None = Field(
+        None, description="distill: pseudo-queries from this corpus alone, no labelled split (any format `index` reads)"
+    )
+    student_layers: int = Field(2, ge=1, le=24, description="distill: the teacher's first layers the student keeps")
+    distill_candidates: int = Field(48, ge=8, description="distill: stage-1 candidates scored by the teacher per query")
+    distill_group: int = Field(16, ge=4, description="distill: candidates per query in each step's listwise loss")
+    teacher_weights: str | None = Field(
+        None, description="distill: the served reranker's HF weights (default: the source its export records)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _distill_defaults(cls, data):
+        if isinstance(data, dict) and str(data.get("distill", "")).lower() in ("true", "1", "yes"):
+            return DISTILL_DEFAULTS | data
+        return data

@@ -101,6 +101,16 @@ def cmd_train(parser, args) -> int:
 
     settings = settings_from_args(parser, TrainSettings, args)
     logging.getLogger("training").setLevel(logging.INFO)
+    if settings.distill:
+        from training.distill import distill
+
+        summary = distill(settings)
+        print(json.dumps({k: summary[k] for k in ("groups", "best_cascade_recall@20", "minutes", "history")}, indent=1))
+        print(
+            f"first pass → {settings.output_dir}; export: twostage export --which first-pass "
+            f"--first-pass-model {settings.output_dir}"
+        )
+        return 0
     summary = train(settings)
     if settings.mine_only:
         groups = settings.output_dir / GROUPS_FILE
@@ -198,9 +208,15 @@ def cmd_query(parser, args) -> int:
     settings = settings_from_args(parser, Settings, args).replace(api_key=None, **quiet)
     if args.log_level is not None:
         logging.getLogger().setLevel(settings.log_level.upper())
+    body = {"query": args.text}
+    if args.filter is not None:
+        try:
+            body["filter"] = json.loads(args.filter)
+        except ValueError as error:
+            parser.error(f"--filter: not JSON ({error})")
     retriever = Retriever.from_settings(settings)
     try:
-        response = lambda_handler(retriever, settings)(http_api_event("POST", "/search", {"query": args.text}), None)
+        response = lambda_handler(retriever, settings)(http_api_event("POST", "/search", body), None)
     finally:
         retriever.close()
     body = json.loads(response["body"])
@@ -281,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     query = command("query", "answer one query through the Lambda handler", Settings, cmd_query, no_server_fields())
     query.add_argument("text", help="the query")
     query.add_argument("--json", action="store_true", help="print the raw response body")
+    query.add_argument(
+        "--filter", default=None, metavar="JSON", help='a metadata filter, e.g. \'{"drug": "Corvadil"}\' (see README)'
+    )
 
     bench = commands.add_parser("bench", help="run a benchmark script (they print figures; docs/results.md)")
     bench.add_argument("name", choices=benchmark_names())

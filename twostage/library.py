@@ -48,10 +48,16 @@ class TwoStage:
         floor: float | None = None,
         mode: str | None = None,
         deadline_ms: int | None = None,
+        cascade_keep: int | None = None,
+        filter: dict | None = None,
     ) -> SearchAnswer:
         """The best `top_k` of `recall_k` stage-1 candidates after reranking, each at or above the floor;
-        `refused` when none is; within `deadline_ms` if given. Unset values take the loaded settings'."""
-        return self.retriever.search(query, recall_k, top_k, floor, mode, deadline_ms=deadline_ms)
+        `refused` when none is; within `deadline_ms` if given; `cascade_keep` candidates read by the served
+        reranker after the first pass (0: all); `filter` a metadata filter ({"drug": "Corvadil"}, operators
+        $eq $ne $in $nin $gt $gte $lt $lte $exists, $and, $or). Unset values take the loaded settings'."""
+        return self.retriever.search(
+            query, recall_k, top_k, floor, mode, deadline_ms=deadline_ms, cascade_keep=cascade_keep, filter=filter
+        )
 
     def rerank(self, query: str, documents: list[str], top_n: int | None = None) -> list[Reranked]:
         """Your documents scored against `query`, best first (`index` points into `documents`)."""

@@ -1,0 +1,78 @@
+"""Warm /search with the rerank cascade on and off, on SciFact-length chunks (issue 32).
+
+    python -m benchmarks.cascade --queries 30 --keeps 0,10,20,30,50 [--threads 1] [--repeat 2]
+    python -m benchmarks.kernel_cap avx2 cascade --queries 30      (AVX2-only kernels, from this host)
+
+SciFact test claims through the pipeline in process (hybrid, recall_k 100, ≈ 230-token chunks) after
+one warm-up request per setting; the settings take turns query by query, so each sees the same
+machine. Prints p50/p95 of the total, the first pass and the served rerank, the p50 against keep 0,
+and the GB-seconds and dollars per million questions at the template's memory size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from benchmarks.machine import describe
+from evaluation.beir import load_beir
+from handler.pipeline import Retriever
+from handler.settings import Settings
+
+LAMBDA_X86_PER_GB_S = 0.0000166667  # on-demand x86 price per GB-second (us-east-1, the first tier)
+LAMBDA_PER_REQUEST = 0.20 / 1e6
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts-dir", default="artifacts", type=Path)
+    parser.add_argument("--index-path", default="artifacts/eval/scifact/index", type=Path)
+    parser.add_argument("--data", default="../shared/data/scifact", type=Path)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--recall-k", type=int, default=100)
+    parser.add_argument("--keeps", default="0,10,20,30,50", help="cascade_keep values, comma-separated (0: off)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: every CPU)")
+    parser.add_argument("--repeat", type=int, default=1, help="passes over the queries")
+    parser.add_argument("--memory-mb", type=int, default=3008, help="the function's memory size, for the cost")
+    args = parser.parse_args()
+    print(describe())
+    settings = Settings(artifacts_dir=args.artifacts_dir, index_path=args.index_path, threads=args.threads)
+    retriever = Retriever.from_settings(settings)
+    if retriever.rerank.first_pass is None:
+        raise SystemExit("no first-pass model in models/first_pass: `twostage export` (or `--which first-pass`)")
+    queries = list(load_beir(args.data, "test").queries.values())[: args.queries]
+    keeps = [int(k) for k in args.keeps.split(",")]
+    for keep in keeps:  # warm-up: sessions, buffers, the rate estimate
+        retriever.search(queries[0], args.recall_k, cascade_keep=keep)
+    runs: dict[int, list] = {keep: [] for keep in keeps}
+    for _ in range(args.repeat):
+        for query in queries:
+            for keep in keeps:
+                runs[keep].append(retriever.search(query, args.recall_k, cascade_keep=keep).timings)
+    threads = args.threads or "every CPU"
+    print(f"{len(queries)} queries × {args.repeat}, recall_k {args.recall_k}, threads {threads}, warm, in process")
+    print("| cascade_keep | p50 ms | p95 ms | first pass p50 | served rerank p50 | p50 ÷ keep 0 | $ per 1M at "
+          f"{args.memory_mb} MB |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    base = statistics.median(t["total_ms"] for t in runs[keeps[0]]) if keeps[0] == 0 else None
+    for keep, timings in runs.items():
+        total = [t["total_ms"] for t in timings]
+        p50 = statistics.median(total)
+        first = statistics.median(t.get("first_pass_ms", 0.0) for t in timings)
+        rerank = statistics.median(t["rerank_ms"] for t in timings)
+        ratio = f"{p50 / base:.2f}×" if base else ""
+        dollars = (p50 / 1000 * args.memory_mb / 1024 * LAMBDA_X86_PER_GB_S + LAMBDA_PER_REQUEST) * 1e6
+        print(
+            f"| {keep} | {p50:.0f} | {percentile(total, 0.95):.0f} | {first:.0f} | {rerank:.0f} | {ratio} "
+            f"| {dollars:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The rerank cascade: a first pass distilled from the served reranker (our own `twostage train --distill`
+and export, on the sample corpus' titles) scores every candidate; the served reranker reads its best few."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from handler.api import create_app
+from handler.errors import ArtifactError
+from handler.pipeline import Retriever
+from handler.settings import Settings
+from model_export.export import ExportError, export_all
+from model_export.settings import ExportSettings
+from tests.test_eval import tiny_beir  # noqa: F401  (fixture)
+
+QUERY = "How much Veltrazine should a 7-year-old child take?"
+
+
+@pytest.fixture(scope="module")
+def cascading(cascade_artifacts):
+    return Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts))
+
+
+def test_the_first_pass_loads_bound_to_the_served_reranker(cascading):
+    first_pass = cascading.rerank.first_pass
+    assert first_pass is not None and first_pass.manifest.kind == "first_pass"
+    assert first_pass.manifest.teacher_sha256 == cascading.rerank.cross.manifest.sha256
+    assert cascading.rerank.cascade and "first_pass_ms" in cascading.load_ms
+
+
+def test_cascade_keep_0_is_the_answer_without_a_cascade_exactly(cascading, retriever):
+    assert retriever.rerank.first_pass is None  # the session's artifacts have none: every candidate is read
+    plain = retriever.search(QUERY, recall_k=60, top_k=10, floor=0.0)
+    off = cascading.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=0)
+    assert (off.first_pass, off.cascade_keep, off.reranked) == (0, 0, 60) == (plain.first_pass, 0, plain.reranked)
+    assert [(r.id, r.chunk, r.score, r.logit) for r in off.results] == [
+        (r.id, r.chunk, r.score, r.logit) for r in plain.results
+    ]
+
+
+def test_the_served_reranker_reads_only_the_first_passes_best(cascading):
+    recalled = cascading.recall(QUERY, 60, "hybrid")
+    scored = cascading.rerank.candidates(QUERY, recalled, keep=12)
+    assert scored.first_pass is not None and len(scored.first_pass) == 60 and scored.reranked == 12
+    read = set(np.flatnonzero(scored.read).tolist())
+    answer = cascading.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=12)
+    assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (60, 12, 12)
+    assert {r.stage1_rank - 1 for r in answer.results} <= read  # every result was read by the served reranker
+    full = cascading.rerank.candidates(QUERY, recalled, keep=0)
+    for result in answer.results:  # and carries the served score, not the first pass's
+        assert result.score == pytest.approx(float(full.scores[result.stage1_rank - 1]), abs=1e-5)
+
+
+def test_the_served_reranker_reads_at_least_top_k(cascading):
+    answer = cascading.search(QUERY, recall_k=60, top_k=8, floor=0.0, cascade_keep=3)
+    assert answer.cascade_keep == 8 and answer.reranked == 8 and len(answer.results) == 8
+
+
+def test_a_deadline_that_fits_everything_changes_nothing(cascading):
+    timed = cascading.search(QUERY, recall_k=60, top_k=5, floor=0.0, deadline_ms=60_000)
+    untimed = cascading.search(QUERY, recall_k=60, top_k=5, floor=0.0)
+    assert [r.id for r in timed.results] == [r.id for r in untimed.results] and not timed.deadline_cut
+
+
+def test_the_api_says_what_ran_and_refuses_bad_values(cascading):
+    client = TestClient(create_app(cascading, cascading.settings))
+    body = client.post("/search", json={"query": QUERY, "recall_k": 40, "cascade_keep": 15}).json()
+    assert (body["first_pass"], body["cascade_keep"], body["reranked"]) == (40, 15, 15)
+    assert body["timings"]["first_pass_ms"] > 0
+    for bad in (-1, 1001, "5", 2.5):
+        answer = client.post("/search", json={"query": QUERY, "cascade_keep": bad})
+        assert answer.status_code == 422 and answer.json()["details"][0]["field"] == "cascade_keep", bad
+    with pytest.raises(ValueError, match="cascade_keep"):
+        Settings(cascade_keep=-1)
+
+
+def test_a_bad_cascade_keep_flag_is_a_usage_error(capsys):
+    from twostage.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["query", "q", "--cascade-keep", "-1"])
+    assert exit_.value.code == 2 and "--cascade-keep" in capsys.readouterr().err
+
+
+def test_a_first_pass_of_another_reranker_fails_init_naming_it(cascade_artifacts, tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(cascade_artifacts, root)
+    manifest = root / "models" / "first_pass" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["teacher_sha256"] = "f" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="teacher_sha256"):
+        Retriever.from_settings(Settings(artifacts_dir=root))
+
+
+def test_export_refuses_a_first_pass_distilled_from_other_weights(cascade_artifacts, tmp_path):
+    student = tmp_path / "student"
+    shutil.copytree(cascade_artifacts.parent / "student", student)
+    log = json.loads((student / "twostage_distill.json").read_text())
+    (student / "twostage_distill.json").write_text(json.dumps(log | {"teacher_weights_sha256": "0" * 64}))
+    models = tmp_path / "models"
+    shutil.copytree(cascade_artifacts / "models", models)
+    settings = ExportSettings(models_dir=models, which="first-pass", first_pass_model=str(student), fp32_fallback=True)
+    with pytest.raises(ExportError, match="not distilled from the reranker"):
+        export_all(settings)
+
+
+def test_eval_reports_quality_and_time_per_cascade_keep(cascade_artifacts, tiny_beir, tmp_path):  # noqa: F811
+    from evaluation.evaluate import evaluate_dataset
+    from evaluation.settings import EvalSettings
+
+    settings = EvalSettings(
+        data=tiny_beir,
+        artifacts_dir=cascade_artifacts,
+        eval_dir=tmp_path / "eval",
+        mode="hybrid",
+        recall_k=40,
+        cascade_keeps=[5, 20, 0],
+    )
+    report = evaluate_dataset(settings)
+    assert report["cascade_keep"] == 20 and set(report["cascade"]) == {"5", "20", "0"}
+    assert report["cascade"]["20"]["ndcg@10"] == report["two_stage"]["ndcg@10"]
+    assert report["cascade"]["5"]["rerank_ms"] < report["cascade"]["0"]["rerank_ms"]
+    off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
+    assert off["cascade_keep"] == 0
+    assert {k: v for k, v in report["cascade"]["0"].items() if k != "rerank_ms"} == off["two_stage"]
+
+
+def test_without_a_first_pass_the_cascade_is_off(retriever):
+    answer = retriever.search(QUERY, recall_k=50)
+    assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (0, 0, 50)
+    assert dataclasses.replace(retriever.rerank).cascade is False
