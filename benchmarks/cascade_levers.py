@@ -101,7 +101,7 @@ def run(args) -> None:
     index = eval_index(EvalSettings(data=args.data, artifacts_dir=args.artifacts_dir))
     retriever = Retriever.from_settings(Settings(artifacts_dir=args.artifacts_dir, index_path=index))
     score = retriever.rerank.calibration.search
-    first_256 = retriever.rerank.first_pass
+    first_256 = FirstPass(args.artifacts_dir / "models" / "first_pass", max_length=256)
     first_128 = FirstPass(args.artifacts_dir / "models" / "first_pass", max_length=128)
     served_128 = CrossEncoder(args.artifacts_dir / "models" / "cross", max_length=128)
     clock, scored = Clock(), {}

@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
+from evaluation.score_fit import gate_numbers
 from evaluation.settings import EvalSettings
 from handler.artifacts import Artifacts
 from handler.calibration import Logistic
@@ -21,6 +22,7 @@ from handler.rerank import cascade_order
 from handler.settings import Settings
 
 CUTOFFS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
+GATE_TOP = 10  # the results a default /search answers: the gate is measured on these
 
 
 @dataclass
@@ -180,15 +182,47 @@ def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, 
     }
 
 
+def gate(qrels: dict, served: dict[str, dict[str, float]], floor: float, top: int) -> dict:
+    """The floor as a gate on each query's top results: relevant ones kept, irrelevant ones dropped, the
+    precision of what is kept, and the queries refused (nothing kept)."""
+    kept_relevant = relevant = kept_irrelevant = irrelevant = refused = 0
+    for qid, docs in served.items():
+        best = sorted(docs.items(), key=lambda item: -item[1])[:top]
+        judged = qrels.get(qid, {})
+        for doc, score in best:
+            is_relevant = judged.get(doc, 0) > 0
+            relevant += is_relevant
+            irrelevant += not is_relevant
+            kept_relevant += is_relevant and score >= floor
+            kept_irrelevant += (not is_relevant) and score >= floor
+        refused += not any(score >= floor for _, score in best)
+    return {"top": top, "floor": floor} | gate_numbers(
+        kept_relevant, relevant, kept_irrelevant, irrelevant, refused, len(served)
+    )
+
+
+def ood_refusal(retriever: Retriever, settings: EvalSettings, keep: int, score: Logistic, floor: float) -> float:
+    """Share of another collection's questions refused against this index, as served."""
+    questions = load_beir(settings.ood_data, settings.ood_split).queries
+    refused = 0
+    for text in tqdm(questions.values(), desc="questions from elsewhere", unit="q"):
+        top = retriever.recall(text, settings.recall_k, settings.mode)
+        served = cascaded(
+            score_candidates(retriever, text, top, {"first_pass": 0.0, "served": 0.0, "pairs": 0.0}), keep, score
+        )
+        refused += not any(value >= floor for value in served.values())
+    return round(refused / max(1, len(questions)), 4)
+
+
 def served_keep(settings: EvalSettings, retriever: Retriever) -> int:
     """The cascade_keep a default /search applies (at least its top_k, 10), or 0 without a first pass."""
     keep = retriever.settings.rerank.cascade_keep if settings.cascade_keep is None else settings.cascade_keep
     return max(keep, retriever.settings.top_k) if keep and retriever.rerank.first_pass is not None else 0
 
 
-def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic) -> dict:
-    """Quality per cascade_keep from the same run, and the rerank time each would take: the first pass
-    over every candidate plus the served reranker per pair read, both as measured in this run."""
+def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float) -> dict:
+    """Quality and the floor's gate per cascade_keep from the same run, and the rerank time each would take:
+    the first pass over every candidate plus the served reranker per pair read, both as measured here."""
     queries = max(1, len(runs.scored))
     per_pair = runs.seconds["served"] / max(1.0, runs.seconds["pairs"])
     first_pass = runs.seconds["first_pass"] / queries
@@ -197,7 +231,11 @@ def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logist
     for keep in settings.cascade_keeps:
         reads = min(keep, pairs) if keep else pairs
         ms = ((first_pass if keep and keep < pairs else 0.0) + per_pair * reads) * 1000
-        table[str(keep)] = metrics(qrels, runs.cascaded(keep, score), settings.recall_k) | {"rerank_ms": round(ms, 1)}
+        served = runs.cascaded(keep, score)
+        table[str(keep)] = metrics(qrels, served, settings.recall_k) | {
+            "rerank_ms": round(ms, 1),
+            "gate": gate(qrels, served, floor, GATE_TOP),
+        }
     return table
 
 
@@ -253,8 +291,11 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
+        report["gate"] = gate(qrels, two_stage, floor, GATE_TOP)
+        if settings.ood_data:
+            report["gate"]["ood_refused"] = ood_refusal(retriever, settings, keep, score, floor)
         if settings.cascade_keeps:
-            report["cascade"] = cascade_table(runs, qrels, settings, score)
+            report["cascade"] = cascade_table(runs, qrels, settings, score, floor)
         if settings.rerank_budgets:
             report["rerank_budget"] = {
                 str(n): metrics(qrels, runs.budgeted(n), settings.recall_k) for n in settings.rerank_budgets
@@ -279,6 +320,10 @@ def _describe(manifest: ModelManifest) -> dict:
     }
 
 
+def _gate_cells(g: dict) -> str:
+    return f"{g['relevant_kept']} | {g['irrelevant_dropped']} | {g['refused_queries']}"
+
+
 def _p(value: float) -> str:
     return "< 0.0001" if value < 1e-4 else f"= {value:.4f}"
 
@@ -300,10 +345,16 @@ def markdown(report: dict) -> str:
             "queries better / tied / worse: {} / {} / {}".format(*sig["wins_ties_losses"])
         )
     if "cascade" in report:
-        lines.append("\nthe served reranker reads the first pass's best N (0: every candidate; no floor):\n")
-        lines.append(f"| N | {' | '.join(names)} | rerank ms |\n| --- |" + " --- |" * (len(names) + 1))
+        lines.append(
+            "\nthe served reranker reads the first pass's best N (0: every candidate; metrics without the floor, "
+            "the gate at it):\n"
+        )
+        gated = ("relevant kept", "irrelevant dropped", "queries refused")
+        lines.append(f"| N | {' | '.join([*names, *gated])} | rerank ms |\n| --- |" + " --- |" * (len(names) + 4))
         lines += [
-            f"| {n} | " + " | ".join(f"{m[k]:.4f}" for k in names) + f" | {m['rerank_ms']:.0f} |"
+            f"| {n} | "
+            + " | ".join([f"{m[k]:.4f}" for k in names] + [_gate_cells(m["gate"])])
+            + f" | {m['rerank_ms']:.0f} |"
             for n, m in report["cascade"].items()
         ]
     if "rerank_budget" in report:
@@ -315,4 +366,12 @@ def markdown(report: dict) -> str:
     if "floor" in report:
         f = report["floor"]
         lines.append(f"floor {f['value']:.3f} ({f['source']}): {f['refused_queries']} queries refused")
+    if "gate" in report:
+        g = report["gate"]
+        ood = f"; questions from elsewhere refused {g['ood_refused']}" if "ood_refused" in g else ""
+        lines.append(
+            f"gate on the top {g['top']}: relevant kept {g['relevant_kept']}, irrelevant dropped "
+            f"{g['irrelevant_dropped']}, kept precision {g['kept_precision']}, "
+            f"queries refused {g['refused_queries']}{ood}"
+        )
     return "\n".join(lines)

@@ -46,6 +46,10 @@ class EvalSettings(Stage1Store):
         "(comma-separated; 0: every candidate), with the rerank time each would take",
     )
     first_pass_max_length: int | None = Field(None, ge=32, description="tokens per pair the first pass reads")
+    ood_data: Path | None = Field(
+        None, description="another BEIR directory: the share of its questions refused against this index"
+    )
+    ood_split: str = Field("test", description="split of ood_data whose queries are asked")
 
     @field_validator("rerank_budgets", "cascade_keeps", mode="before")
     @classmethod
@@ -87,3 +91,20 @@ class CalibrateSettings(StrictSettings):
         300, ge=0, description="titles of ood_data's corpus asked against data's corpus as foreign queries (0: none)"
     )
     traces: Path | None = Field(None, description="JSONL of logged score traces instead of labelled pairs")
+    corpus: Path | None = Field(
+        None,
+        description="no labels: fit on pseudo-queries written from this corpus (any format `twostage index` reads, "
+        "or an index directory: its doc store), each answered by the document it came from",
+    )
+    pseudo_kind: Literal["sentence", "leading", "title"] = Field(
+        "sentence",
+        description="corpus: a pseudo-query is one sentence taken out of its document (inverse cloze), its first "
+        "sentence likewise, or its title",
+    )
+    pseudo_queries: int = Field(400, ge=10, description="corpus: pseudo-queries written (one per document)")
+    ood_queries: Path | None = Field(
+        None, description="corpus: questions of your own this corpus should refuse (one a line), beside the shipped set"
+    )
+    plot: Path | None = Field(
+        None, description="draw the score distributions (answers, padding, off-topic questions) and the floor here"
+    )

@@ -142,7 +142,8 @@ def _health(retriever: Retriever, settings: Settings, problems: dict[str, str]) 
     bi_conventions = {"pooling": bi.pooling, "normalize": bi.normalize}
     bi_conventions |= {"query_prompt": bi.query_prompt, "passage_prompt": bi.passage_prompt}
     # "uncalibrated": the score is the reranker's raw sigmoid and no floor came with it
-    cross_conventions = {"head": cross.head, "calibrated": retriever.rerank.calibration.calibrated}
+    calibration = retriever.rerank.calibration
+    cross_conventions = {"head": cross.head, "calibrated": calibration.calibrated, "calibrated_on": calibration.source}
     return HealthResponse(
         status="broken" if problems else "ok",
         problems={PurePath(path).name: problem for path, problem in problems.items()},
@@ -190,8 +191,9 @@ def create_app(retriever: Retriever, settings: Settings, draining: Draining | No
     # CPU: one request runs the models at a time, a few wait; the GPU batcher keeps its own queue.
     limits = settings.limits
     admission = None if settings.batcher.batching else Admission(limits.max_concurrent, limits.max_pending)
+    calibration = retriever.rerank.calibration
     deployment = Deployment(
-        _public_source(retriever.rerank.cross.manifest.source), retriever.rerank.calibration.calibrated
+        _public_source(retriever.rerank.cross.manifest.source), calibration.calibrated, calibration.source
     )
 
     @asynccontextmanager

@@ -72,6 +72,7 @@ class Calibration:
     rerank: Logistic  # logit alone (/rerank; Platt)
     search: Logistic  # logit, cosine and stage-1 rank (/search: the order and the floor), or as fitted
     calibrated: bool = True  # False: no fit shipped with the reranker, the scores are its raw sigmoid
+    source: str | None = None  # what it was fitted on: labels, traces, or corpus (pseudo-queries, no labels)
 
     @classmethod
     def from_record(cls, record: CalibrationRecord | dict | None) -> Calibration:
@@ -79,4 +80,4 @@ class Calibration:
         record = CalibrationRecord.model_validate(record or {})
         rerank = Logistic(**record.platt.model_dump()) if record.platt else Logistic()
         search = Logistic(**record.platt_cosine.model_dump()) if record.platt_cosine else rerank
-        return cls(rerank, search, record.platt is not None)
+        return cls(rerank, search, record.platt is not None, record.source)

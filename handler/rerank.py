@@ -119,7 +119,11 @@ class Rerank:
     @property
     def score_model(self) -> dict[str, float | bool | str]:
         """What the served score is made of: sigmoid of these weights; `calibrated` false for a raw sigmoid."""
-        return self.calibration.search.describe() | {"calibrated": self.calibration.calibrated}
+        calibration = self.calibration
+        return calibration.search.describe() | {
+            "calibrated": calibration.calibrated,
+            "calibrated_on": calibration.source,
+        }
 
     def candidates(
         self,

@@ -34,6 +34,7 @@ class Deployment:
 
     model: str  # the reranker's public name
     calibrated: bool  # false: relevance_score is the raw sigmoid, not a fitted probability
+    calibrated_on: str | None = None  # labels, traces or corpus
 
 
 class RerankFormat(Protocol):
@@ -61,6 +62,7 @@ def _cohere(body, ranked, deployment: Deployment, version: str, document) -> dic
         "api_version": {"version": version},
         "billed_units": {"search_units": 1},
         "calibrated": deployment.calibrated,
+        "calibrated_on": deployment.calibrated_on,
     }
     response = RerankResponse(
         id=str(uuid.uuid4()),

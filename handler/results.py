@@ -35,7 +35,7 @@ class SearchAnswer:
     recall_k: int
     top_k: int
     mode: str
-    score_model: dict[str, float | bool | str]  # score = sigmoid(logit·a + cosine·c + ln(stage-1 rank)·d + b)
+    score_model: dict[str, float | bool | str | None]  # score = sigmoid(logit·a + cosine·c + ln(stage-1 rank)·d + b)
     candidates: int  # stage-1 candidates
     reranked: int  # of those, read by the served reranker: all, unless the cascade or a deadline read fewer
     first_pass: int  # of those, scored by the cascade's first pass (0: the cascade did not run)

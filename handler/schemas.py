@@ -99,7 +99,7 @@ class SearchResponse(BaseModel):
     recall_k: int
     top_k: int
     mode: str = Field(description="stage-1 mode used")
-    score_model: dict[str, float | bool | str] = Field(
+    score_model: dict[str, float | bool | str | None] = Field(
         description="the score is sigmoid(logit·logit + cosine·cosine + ln_stage1_rank·ln(stage-1 rank) + "
         "intercept) with these weights, fitted by `twostage calibrate` (cosine_of: query = the query's best "
         "candidate's cosine); results are sorted by it and the floor applies to it. calibrated false: no fit "

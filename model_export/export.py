@@ -229,7 +229,7 @@ def _install(
 
 def _check_parity(kind: str, source_dir: Path, target_dir: Path, settings: ExportSettings) -> tuple[dict, list]:
     report = bi_parity(source_dir, target_dir) if kind == "bi" else cross_parity(source_dir, target_dir)
-    return report, parity_failures(report, settings)
+    return report, parity_failures(report, settings, kind)
 
 
 def export_model(

@@ -20,8 +20,42 @@ def packaged_reranker_dir() -> Path:
 
 
 def packaged_first_pass_dir() -> Path:
-    """The rerank cascade's first pass for the packaged reranker (`twostage train --distill`; its model card)."""
-    return Path(__file__).resolve().parents[1] / "models" / "scifact-minilm-l2-first-pass"
+    """The rerank cascade's first pass for the packaged reranker (`twostage train --distill`; its model card),
+    completed with the tensors it shares with that reranker."""
+    return complete_shared(Path(__file__).resolve().parents[1] / "models" / "scifact-minilm-l2-first-pass")
+
+
+SHARED_FILE = "twostage_shared.json"  # {"tensor name": "directory (relative) whose weights hold it"}
+
+
+def complete_shared(model_dir: Path) -> Path:
+    """A Hugging Face directory stored without tensors it shares with another (a first pass keeps its
+    teacher's word embeddings, frozen): the same directory with them put back, in a cache directory keyed
+    by what is stored. Directories without a SHARED_FILE are returned as they are."""
+    import hashlib
+    import shutil
+    import tempfile
+
+    shared_file = model_dir / SHARED_FILE
+    if not shared_file.is_file():
+        return model_dir
+    shared = json.loads(shared_file.read_text())
+    key = hashlib.sha256((shared_file.read_text() + weights_sha256(model_dir)).encode()).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / f"twostage-{model_dir.name}-{key}"
+    if (target / "model.safetensors").is_file():
+        return target
+    from safetensors.numpy import load_file, save_file
+
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns(SHARED_FILE))
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    for name, source in shared.items():
+        tensors[name] = load_file(str((model_dir / source / "model.safetensors").resolve()))[name]
+    save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")

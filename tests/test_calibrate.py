@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from evaluation.beir import corpus_titles
-from evaluation.calibrate import QueryPairs, calibrate, choose_floor
+from evaluation.calibrate import calibrate
+from evaluation.score_fit import QueryPairs, choose_floor
 from evaluation.settings import CalibrateSettings
 from handler.calibration import Logistic
 from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest

@@ -112,7 +112,7 @@ def test_export_refuses_a_first_pass_distilled_from_other_weights(cascade_artifa
 
 
 def test_eval_reports_quality_and_time_per_cascade_keep(cascade_artifacts, tiny_beir, tmp_path):  # noqa: F811
-    from evaluation.evaluate import evaluate_dataset
+    from evaluation.evaluate import evaluate_dataset, markdown
     from evaluation.settings import EvalSettings
 
     settings = EvalSettings(
@@ -129,7 +129,9 @@ def test_eval_reports_quality_and_time_per_cascade_keep(cascade_artifacts, tiny_
     assert report["cascade"]["5"]["rerank_ms"] < report["cascade"]["0"]["rerank_ms"]
     off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
     assert off["cascade_keep"] == 0
-    assert {k: v for k, v in report["cascade"]["0"].items() if k != "rerank_ms"} == off["two_stage"]
+    assert {k: v for k, v in report["cascade"]["0"].items() if k not in ("rerank_ms", "gate")} == off["two_stage"]
+    assert report["cascade"]["0"]["gate"] == off["gate"] and report["cascade"]["20"]["gate"] == report["gate"]
+    assert "queries refused" in markdown(report)
 
 
 def test_without_a_first_pass_the_cascade_is_off(retriever):

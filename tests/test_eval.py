@@ -70,7 +70,8 @@ def test_eval_reports_both_stages_and_recall_misses(artifacts, tiny_beir, tmp_pa
     sig = report["two_stage_vs_stage1"]  # per-query comparison of the two stages, 5 queries in all
     assert sig["delta"] == pytest.approx(report["two_stage"]["ndcg@10"] - report["stage1"]["ndcg@10"], abs=1e-3)
     assert sum(sig["wins_ties_losses"]) == 5 and 0 <= sig["p_value"] <= 1
-    assert set(report["score_model"]) == {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated"}
+    score_model = {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated", "calibrated_on"}
+    assert set(report["score_model"]) == score_model
     budget = report["rerank_budget"]  # a deadline's answer from the first N candidates, same run
     assert list(budget) == ["2", "5"] and budget["5"] == report["two_stage"] and "| 2 |" in markdown(report)
 

@@ -110,3 +110,23 @@ def test_int8_graph_is_stored_with_onnxruntime_optimizations(artifacts):
         outputs.append(session.run(None, feeds)[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
     np.testing.assert_array_equal(outputs[1], encoder.session.run(None, feeds)[0])  # what serving runs
+
+
+@pytest.mark.slow
+def test_the_packaged_reranker_exports_with_its_shipped_first_pass(tmp_path):
+    """`make demo`'s path: the shipped first pass (fp16, word embeddings shared with its teacher) is
+    completed, exported int8 beside the packaged reranker, gated on order parity and bound to it."""
+    from handler.onnx_model import FirstPass
+
+    models = tmp_path / "models"
+    done = export_all(ExportSettings(models_dir=models, which="cross"))
+    done |= export_all(ExportSettings(models_dir=models, which="first-pass"))
+    first = read_manifest(models / "first_pass", ModelManifest)
+    assert first.kind == "first_pass" and first.quantization == INT8
+    assert first.teacher_sha256 == done["cross"].sha256 and first.parity["spearman"] >= 0.9
+    scorer = FirstPass(models / "first_pass", max_length=128)
+    logits = scorer.logits(
+        "Does aspirin lower the risk of heart attack?",
+        ["Aspirin reduces myocardial infarction risk in trials.", "The wing's boundary layer separates at Mach 2."],
+    )
+    assert logits[0] > logits[1]

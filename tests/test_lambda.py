@@ -33,7 +33,8 @@ def test_search_answers_every_event_shape(lambda_handler, event):
     scores = [hit.score for hit in answer.results]
     assert scores == sorted(scores, reverse=True) and answer.best_score == max(scores)  # one order, one score
     assert all(score >= answer.floor for score in scores)
-    assert set(answer.score_model) == {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated"}
+    score_model = {"logit", "cosine", "cosine_of", "ln_stage1_rank", "intercept", "calibrated", "calibrated_on"}
+    assert set(answer.score_model) == score_model and answer.score_model["calibrated_on"] is None  # uncalibrated
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert all(1 <= hit.stage1_rank <= 20 for hit in answer.results)
     assert answer.mode == "hybrid"  # the deployment default when the index has a BM25 artifact

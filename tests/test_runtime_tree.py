@@ -90,8 +90,10 @@ import json, sys
 from handler import lambda_function as lf
 from handler.events import http_api_event
 response = lf.handler(http_api_event("POST", "/search", {"query": "E240 ThermoLine", "top_k": 3}), None)
+sliced = lf.handler(http_api_event("POST", "/search", {"query": "E240", "filter": {"topic": "plants"}}), None)
 loaded = [m for m in ("qdrant_client", "hnswlib", "torch", "transformers") if m in sys.modules]
-print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "loaded": loaded}))
+print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "loaded": loaded,
+                  "sliced": json.loads(sliced["body"])}))
 """
 
 
@@ -125,5 +127,7 @@ def test_qdrant_runtime_tree_serves_stage1_from_qdrant(runtime_tree, artifacts, 
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["status"] == 200 and len(report["body"]["results"]) == 3
     assert report["loaded"] == ["qdrant_client"]  # no hnswlib, nothing from the build
+    sliced = report["sliced"]  # Qdrant filters in the same round trip, from the tree alone
+    assert sliced["candidates"] > 0 and all(r["metadata"]["topic"] == "plants" for r in sliced["results"])
     print(f"runtime tree: {_megabytes(runtime_tree):.0f} MB; with qdrant-client: {_megabytes(tree):.0f} MB")
     assert _megabytes(tree) <= BUDGET_MB

@@ -264,3 +264,31 @@ def distill(settings: TrainSettings) -> dict:
     }
     (out / DISTILL_LOG).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+SHARED = ("embeddings.word_embeddings.weight",)  # frozen in distillation: the teacher's, unchanged
+
+
+def package(student_dir: Path, teacher_dir: Path, target: Path) -> Path:
+    """A distilled first pass stored small, as `models/` ships one: every tensor in fp16 but those it shares
+    with its teacher, which model_export.source.complete_shared puts back at export."""
+    import os
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from model_export.source import SHARED_FILE
+
+    shutil.rmtree(target, ignore_errors=True)
+    skip = shutil.ignore_patterns("model.safetensors", "distill_groups.json", "*.onnx")
+    shutil.copytree(student_dir, target, ignore=skip)
+    tensors = load_file(str(student_dir / "model.safetensors"))
+    teacher = load_file(str(teacher_dir / "model.safetensors"))
+    for name in SHARED:
+        if not np.array_equal(tensors[name], teacher[name].astype(tensors[name].dtype)):
+            raise ValueError(f"{name} differs from the teacher's: it cannot be shared")
+    kept = {name: value.astype(np.float16) for name, value in tensors.items() if name not in SHARED}
+    save_file(kept, str(target / "model.safetensors"), metadata={"format": "pt"})
+    relative = os.path.relpath(teacher_dir.resolve(), target.resolve())
+    (target / SHARED_FILE).write_text(json.dumps({name: relative for name in SHARED}, indent=2) + "\n")
+    return target

@@ -73,3 +73,38 @@ def pseudo_examples(corpus: dict, settings: TrainSettings, stage1: Recall, rng: 
         Example(d.title, d.id, mine(d.title, {d.id}, stage1, settings))
         for d in tqdm(chosen, desc="pseudo-queries", unit="q")
     ]
+
+
+def corpus_data(settings: TrainSettings) -> TrainingData:
+    """No labels: inverse-cloze pseudo-queries from the corpus (a sentence taken out of its document), each
+    answered by what is left of that document, with negatives mined by our stage 1 over the corpus as
+    indexed without those sentences (the index `twostage calibrate --corpus` builds and reuses)."""
+    from evaluation.corpus_calibration import calibration_retriever, corpus_file
+    from evaluation.pseudo_queries import write_pseudo_queries
+    from evaluation.settings import CalibrateSettings
+
+    rng = random.Random(settings.seed)
+    like = CalibrateSettings(
+        corpus=settings.corpus, artifacts_dir=settings.artifacts_dir, eval_dir=settings.eval_dir, pseudo_queries=10
+    )
+    workdir = settings.eval_dir / "calibration" / f"{settings.corpus.resolve().name}-train-{settings.pseudo_queries}"
+    corpus = corpus_file(settings.corpus, workdir)
+    queries, changed = write_pseudo_queries(corpus, "sentence", settings.pseudo_queries, settings.seed)
+    stage1 = calibration_retriever(like, corpus, changed, workdir).recall
+    docs = {d.id: changed.get(d.id, d) for d in read_corpus(corpus)}
+    passages = {i: f"{d.title} {d.text}" if d.title else d.text for i, d in docs.items()}
+    held_out = set(rng.sample(range(len(queries)), int(len(queries) * settings.dev_fraction)))
+    train, dev = [], []
+    for i, q in enumerate(tqdm(queries, desc="mining negatives", unit="q")):
+        (dev if i in held_out else train).append(Example(q.text, q.doc_id, mine(q.text, {q.doc_id}, stage1, settings)))
+    rng.shuffle(train)
+    mined_with = {
+        "corpus": str(settings.corpus),
+        "pseudo_queries": len(queries),
+        "kind": "sentence",
+        "seed": settings.seed,
+    }
+    mined_with |= settings.model_dump(
+        mode="json", include={"mine_mode", "negatives_from", "negatives_to", "dev_fraction"}
+    )
+    return TrainingData(passages, train, dev, [f"pseudo-{i}" for i in sorted(held_out)], mined_with)

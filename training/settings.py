@@ -57,13 +57,17 @@ class TrainSettings(StrictSettings):
         "on stage-1 candidates of the training queries and pseudo-queries (then `twostage export --which first-pass`)",
     )
     corpus: Path | None = Field(
-        None, description="distill: pseudo-queries from this corpus alone, no labelled split (any format `index` reads)"
+        None,
+        description="no labels: train (or distil) on pseudo-queries written from this corpus (any format `index` "
+        "reads): without --distill, the served reranker is adapted to it (inverse cloze, stage-1 negatives)",
     )
     student_layers: int = Field(2, ge=1, le=24, description="distill: the teacher's first layers the student keeps")
     distill_candidates: int = Field(48, ge=8, description="distill: stage-1 candidates scored by the teacher per query")
     distill_group: int = Field(16, ge=4, description="distill: candidates per query in each step's listwise loss")
     teacher_weights: str | None = Field(
-        None, description="distill: the served reranker's HF weights (default: the source its export records)"
+        None,
+        description="distill or train --corpus: the served reranker's HF weights (default: the source its export "
+        "records)",
     )
 
     @model_validator(mode="before")

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from handler.cpu import available_cpus
-from handler.manifest import TRAINING_LOG
+from handler.manifest import HEAD_FILE, TRAINING_LOG
 from model_export.source import packaged_minilm_dir, resolve_model_dir
 from model_export.torch_head import MeanPoolCrossEncoder
 from training.data import GROUPS_FILE, Example, TrainingData, group
@@ -93,11 +93,19 @@ def training_data(settings: TrainSettings) -> TrainingData:
     """Mined groups: from an earlier run's file, or mined now and saved beside the model."""
     if settings.groups_file:
         return TrainingData.load(settings.groups_file)
-    from training.mining import build_data  # needs the index and the ONNX runtime
+    from training.mining import build_data, corpus_data  # need the index and the ONNX runtime
 
-    data = build_data(settings)
+    data = corpus_data(settings) if settings.corpus else build_data(settings)
     data.save(settings.output_dir / GROUPS_FILE)
     return data
+
+
+def served_weights(settings: TrainSettings) -> str:
+    """The served reranker's Hugging Face weights (adapting it to a corpus starts from them)."""
+    from handler.artifacts import Artifacts
+    from handler.manifest import ModelManifest, read_manifest
+
+    return settings.teacher_weights or read_manifest(Artifacts(settings.artifacts_dir).cross, ModelManifest).source
 
 
 def train(settings: TrainSettings) -> dict:
@@ -110,10 +118,13 @@ def train(settings: TrainSettings) -> dict:
     torch.set_num_threads(available_cpus())
     device = pick_device(settings.device)
     rng = random.Random(settings.seed)
-    base = settings.base_model or str(packaged_minilm_dir())
+    base = settings.base_model or (served_weights(settings) if settings.corpus else str(packaged_minilm_dir()))
     base_dir = resolve_model_dir(base)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    model = MeanPoolCrossEncoder(AutoModel.from_pretrained(str(base_dir))).to(device).train()
+    if (base_dir / HEAD_FILE).is_file():  # one of ours: go on from its head too
+        model = MeanPoolCrossEncoder.load(base_dir).to(device).train()
+    else:
+        model = MeanPoolCrossEncoder(AutoModel.from_pretrained(str(base_dir))).to(device).train()
     batcher = Batcher(tokenizer, settings, data.passages, device)
 
     steps_per_epoch = math.ceil(len(data.train) / settings.groups_per_step)

@@ -1,0 +1,87 @@
+"""Questions written from a corpus, with their answers known: no labels needed.
+
+Each pseudo-query comes from one document and names it as its answer; every other document is padding
+for it. How it is written (`kind`):
+- `sentence` (the default): one sentence of the document's text, removed from that document (the
+  inverse cloze task), so that stage 1 and the reranker must find the answer the way they find it for a
+  real question, not by the words it was copied from;
+- `leading`: the text's first sentence, removed likewise;
+- `title`: the document's title (kept in the document: titles are part of what both models read).
+The documents they were removed from are indexed as a copy of the corpus (`corpus_without_spans`), so
+served stages run over what a real query meets.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from index_build.corpus import Document, read_corpus
+
+Kind = Literal["sentence", "leading", "title"]
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+MIN_WORDS, MAX_WORDS = 6, 40
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    text: str
+    doc_id: str  # the document that answers it
+    kind: str
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in SENTENCE.split(text) if s.strip()]
+
+
+def write_pseudo_queries(
+    corpus: Path, kind: Kind, count: int, seed: int = 13
+) -> tuple[list[PseudoQuery], dict[str, Document]]:
+    """`count` pseudo-queries from distinct documents, and those documents as they are to be indexed
+    (a sentence taken out for `sentence` and `leading`)."""
+    rng = random.Random(seed)
+    docs = list(read_corpus(corpus))
+    rng.shuffle(docs)
+    queries, changed = [], {}
+    for doc in docs:
+        if len(queries) == count:
+            break
+        made = _one(doc, kind, rng)
+        if made is not None:
+            query, rest = made
+            queries.append(PseudoQuery(query, doc.id, kind))
+            if rest is not None:
+                changed[doc.id] = Document(id=doc.id, text=rest, title=doc.title, metadata=doc.metadata)
+    return queries, changed
+
+
+def _one(doc: Document, kind: Kind, rng: random.Random) -> tuple[str, str | None] | None:
+    if kind == "title":
+        return (doc.title, None) if doc.title and len(doc.title.split()) >= 3 and doc.text else None
+    parts = sentences(doc.text)
+    usable = [i for i, s in enumerate(parts) if MIN_WORDS <= len(s.split()) <= MAX_WORDS]
+    if len(parts) < 2 or not usable or (kind == "leading" and usable[0] != 0):
+        return None
+    pick = 0 if kind == "leading" else rng.choice(usable)
+    return parts[pick], " ".join(parts[:pick] + parts[pick + 1 :])
+
+
+def corpus_without_spans(corpus: Path, changed: dict[str, Document], target: Path) -> Path:
+    """The corpus as JSONL with the pseudo-queries' sentences taken out of their documents."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w") as out:
+        for doc in read_corpus(corpus):
+            doc = changed.get(doc.id, doc)
+            out.write(json.dumps({"id": doc.id, "title": doc.title, "text": doc.text, "metadata": doc.metadata}) + "\n")
+    return target
+
+
+def off_topic_questions(extra: Path | None = None) -> list[str]:
+    """The generic off-topic questions shipped with the package, and the user's own (one a line)."""
+    shipped = (Path(__file__).parent / "off_topic_questions.txt").read_text().splitlines()
+    own = extra.read_text().splitlines() if extra else []
+    return [q.strip() for q in shipped + own if q.strip() and not q.startswith("#")]
