@@ -23,7 +23,9 @@ from typing import Literal
 from index_build.corpus import Document, read_corpus
 
 Kind = Literal["sentence", "leading", "title"]
-SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+# A sentence ends at . ! ? before a capital, or, in tokenised text (Cranfield's lowercased " . "), at a
+# stop standing alone between spaces.
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])|(?<=\s[.!?])\s+")
 MIN_WORDS, MAX_WORDS = 6, 40
 
 

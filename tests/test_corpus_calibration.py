@@ -35,6 +35,21 @@ def test_pseudo_queries_come_from_their_document_and_leave_it(kind, tmp_path):
     assert len(off_topic_questions()) >= 100
 
 
+def test_sentences_split_cased_and_tokenised_lowercase_text():
+    assert sentences("Aspirin works well here. It lowers the risk in trials.") == [
+        "Aspirin works well here.",
+        "It lowers the risk in trials.",
+    ]
+    # Cranfield's style: lowercased, every stop set off by spaces
+    assert sentences("a wing in a slipstream . an experimental study was made .") == [
+        "a wing in a slipstream .",
+        "an experimental study was made .",
+    ]
+    assert sentences("flow at mach 2.5 was measured, e.g. near the nose .") == [
+        "flow at mach 2.5 was measured, e.g. near the nose ."
+    ]
+
+
 @pytest.fixture(scope="module")
 def brought(artifacts, tmp_path_factory):
     """Artifacts whose reranker is a model-family one (XLM-R, like bge-reranker) exported uncalibrated."""
