@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.beir import BeirData, dev_queries, load_beir, read_pairs
-from evaluation.score_fit import gate_numbers
+from evaluation.score_fit import gate_of_scores
 from evaluation.settings import EvalSettings
 from handler.artifacts import Artifacts
 from handler.calibration import Logistic
@@ -183,22 +183,15 @@ def recall_misses(qrels: dict, ranks: dict[str, dict[str, int]], recall_k: int, 
 
 
 def gate(qrels: dict, served: dict[str, dict[str, float]], floor: float, top: int) -> dict:
-    """The floor as a gate on each query's top results: relevant ones kept, irrelevant ones dropped, the
-    precision of what is kept, and the queries refused (nothing kept)."""
-    kept_relevant = relevant = kept_irrelevant = irrelevant = refused = 0
-    for qid, docs in served.items():
-        best = sorted(docs.items(), key=lambda item: -item[1])[:top]
-        judged = qrels.get(qid, {})
-        for doc, score in best:
-            is_relevant = judged.get(doc, 0) > 0
-            relevant += is_relevant
-            irrelevant += not is_relevant
-            kept_relevant += is_relevant and score >= floor
-            kept_irrelevant += (not is_relevant) and score >= floor
-        refused += not any(score >= floor for _, score in best)
-    return {"top": top, "floor": floor} | gate_numbers(
-        kept_relevant, relevant, kept_irrelevant, irrelevant, refused, len(served)
+    """The floor as a gate on each query's top results (score_fit.gate_of_scores), from served runs."""
+    per_query = (
+        (
+            np.fromiter(docs.values(), dtype=np.float64, count=len(docs)),
+            np.array([qrels.get(qid, {}).get(doc, 0) > 0 for doc in docs], dtype=bool),
+        )
+        for qid, docs in served.items()
     )
+    return {"top": top, "floor": floor} | gate_of_scores(per_query, floor, top)
 
 
 def ood_refusal(retriever: Retriever, settings: EvalSettings, keep: int, score: Logistic, floor: float) -> float:

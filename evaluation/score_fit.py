@@ -141,18 +141,23 @@ def refusal_rate(pairs: list[QueryPairs], model: Logistic, floor: float) -> floa
 
 def gate_of_pairs(pairs: list[QueryPairs], model, floor: float, top: int = 10) -> dict:
     """The gate on the pseudo-queries' top results, in `twostage eval`'s numbers."""
-    kept_relevant = relevant = kept_irrelevant = irrelevant = refused = 0
-    for p in pairs:
-        scores = p.scores(model)
+    return gate_of_scores(((p.scores(model), p.labels.astype(bool)) for p in pairs), floor, top)
+
+
+def gate_of_scores(queries, floor: float, top: int) -> dict:
+    """The floor as a gate on each query's top results, from (served scores, relevant) arrays per query:
+    relevant ones kept, irrelevant ones dropped, the precision of what is kept, and the queries refused."""
+    kept_relevant = relevant = kept_irrelevant = irrelevant = refused = count = 0
+    for scores, labels in queries:
         order = np.argsort(-scores, kind="stable")[:top]
-        kept = scores[order] >= floor
-        labels = p.labels[order].astype(bool)
+        kept, labels = scores[order] >= floor, labels[order]
         relevant += int(labels.sum())
         kept_relevant += int((kept & labels).sum())
         irrelevant += int((~labels).sum())
         kept_irrelevant += int((kept & ~labels).sum())
         refused += int(not kept.any())
-    return gate_numbers(kept_relevant, relevant, kept_irrelevant, irrelevant, refused, len(pairs))
+        count += 1
+    return gate_numbers(kept_relevant, relevant, kept_irrelevant, irrelevant, refused, count)
 
 
 def gate_numbers(kept_relevant, relevant, kept_irrelevant, irrelevant, refused, queries) -> dict:
