@@ -26,7 +26,7 @@ SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="forbid", pop
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
 CASCADE_KEEP = 20  # chosen on the reranker's dev queries (docs/results.md §16)
-FIRST_PASS_MAX_LENGTH = 128  # chosen with CASCADE_KEEP: the first pass at 128 tokens costs half its 256
+FIRST_PASS_MAX_LENGTH = 128  # chosen with CASCADE_KEEP on the same dev queries (docs/results.md §16)
 
 
 def command_config(command: str) -> SettingsConfigDict:
