@@ -101,9 +101,15 @@ def run(args) -> None:
     index = eval_index(EvalSettings(data=args.data, artifacts_dir=args.artifacts_dir))
     retriever = Retriever.from_settings(Settings(artifacts_dir=args.artifacts_dir, index_path=index))
     score = retriever.rerank.calibration.search
-    first_256 = FirstPass(args.artifacts_dir / "models" / "first_pass", max_length=256)
-    first_128 = FirstPass(args.artifacts_dir / "models" / "first_pass", max_length=128)
-    served_128 = CrossEncoder(args.artifacts_dir / "models" / "cross", max_length=128)
+    shipped = args.artifacts_dir / "models" / "first_pass"
+    readings = {name: (FirstPass(path, max_length=length), windowed) for name, (path, length, windowed) in (
+        args.first_passes or {
+            "first pass 256": (shipped, 256, False),
+            "first pass 128": (shipped, 128, False),
+            "first pass windows": (shipped, 128, True),
+        }
+    ).items()}  # fmt: skip
+    served_128 = None if args.first_passes else CrossEncoder(args.artifacts_dir / "models" / "cross", max_length=128)
     clock, scored = Clock(), {}
     for qid, query in tqdm(queries.items(), desc="queries", unit="q"):
         top = retriever.recall(query, args.recall_k, "hybrid").without(exclude.get(qid, {}))
@@ -111,19 +117,27 @@ def run(args) -> None:
         windows = [best_window(query, c.title, c.text) for c in top.chunks]
         docs, ranks, cosines = [c.doc_id for c in top.chunks], np.arange(1, len(top) + 1), top.cosines
         full = clock.timed("served", lambda top=top, query=query: retriever.rerank.candidates(query, top, keep=0))
-        win = clock.timed("served on windows", lambda q=query, w=windows: served_128.logits(q, w))
-        scored[qid] = {
-            "served": full.scores,
-            "served on windows": score(win, cosines, ranks, query_cosine=cosines.max()),
-            "first pass 256": clock.timed("first pass 256", lambda q=query, p=passages: first_256.logits(q, p)),
-            "first pass 128": clock.timed("first pass 128", lambda q=query, p=passages: first_128.logits(q, p)),
-            "first pass windows": clock.timed("first pass windows", lambda q=query, w=windows: first_128.logits(q, w)),
-            "docs": docs,
-        }
-    report(args, data.qrels, exclude, scored, clock, len(queries), score)
+        scored[qid] = {"served": full.scores, "docs": docs}
+        if served_128 is not None:
+            win = clock.timed("served on windows", lambda q=query, w=windows: served_128.logits(q, w))
+            scored[qid]["served on windows"] = score(win, cosines, ranks, query_cosine=cosines.max())
+        for name, (model, windowed) in readings.items():
+            texts = windows if windowed else passages
+            scored[qid][name] = clock.timed(name, lambda m=model, q=query, t=texts: m.logits(q, t))
+    report(args, data.qrels, exclude, scored, clock, len(queries), score, list(readings))
 
 
-def report(args, qrels, exclude, scored, clock, queries: int, score) -> None:
+def first_passes(spec: str) -> dict[str, tuple[Path, int, bool]]:
+    """`name=DIR:LENGTH,…`: exported first passes to compare, each at its max length."""
+    out = {}
+    for item in spec.split(","):
+        name, _, where = item.partition("=")
+        path, _, length = where.rpartition(":")
+        out[f"first pass {name}"] = (Path(path), int(length), False)
+    return out
+
+
+def report(args, qrels, exclude, scored, clock, queries: int, score, readings: list[str]) -> None:
     qrels = {q: {d: r for d, r in docs.items() if d not in exclude.get(q, {})} for q, docs in qrels.items()}
     per_query = {name: seconds / queries * 1000 for name, seconds in clock.seconds.items()}
     per_pair = per_query["served"] / args.recall_k
@@ -133,18 +147,19 @@ def report(args, qrels, exclude, scored, clock, queries: int, score) -> None:
 
     full = ndcg({q: _max_by_doc(s["docs"], s["served"]) for q, s in scored.items()})
     rows = [("served reranker, every candidate", "—", full, per_query["served"])]
-    rows.append(
-        (
-            "served reranker on windows (128 tokens)",
-            "—",
-            ndcg({q: _max_by_doc(s["docs"], s["served on windows"]) for q, s in scored.items()}),
-            per_query["served on windows"],
+    if "served on windows" in per_query:
+        rows.append(
+            (
+                "served reranker on windows (128 tokens)",
+                "—",
+                ndcg({q: _max_by_doc(s["docs"], s["served on windows"]) for q, s in scored.items()}),
+                per_query["served on windows"],
+            )
         )
-    )
     for keep in args.keeps:
         prefix = {q: _max_by_doc(s["docs"][:keep], s["served"][:keep]) for q, s in scored.items()}
         rows.append(("stage-1 order, first keep (a deadline's)", keep, ndcg(prefix), per_pair * keep))
-        for first in ("first pass 256", "first pass 128", "first pass windows"):
+        for first in readings:
             run = {q: cascaded(Scores(s["docs"], s["served"], s[first]), keep, score) for q, s in scored.items()}
             rows.append((f"cascade: {first}", keep, ndcg(run), per_query[first] + per_pair * keep))
     print(f"{queries} queries of {args.data.name} ({args.split}{', dev' if args.dev_only else ''}), hybrid, "
@@ -165,6 +180,12 @@ def main() -> None:
     parser.add_argument("--exclude", type=Path, help="query-id, corpus-id pairs removed from every ranking")
     parser.add_argument("--recall-k", type=int, default=100)
     parser.add_argument("--keeps", default="10,20,30,50")
+    parser.add_argument(
+        "--first-passes",
+        type=first_passes,
+        help="name=DIR:LENGTH,…: exported first passes to compare instead of models/first_pass at 256, 128 and on "
+        "windows (the windows levers are then left out)",
+    )
     args = parser.parse_args()
     args.keeps = [int(k) for k in args.keeps.split(",")]
     print(describe())

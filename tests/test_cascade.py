@@ -138,3 +138,25 @@ def test_without_a_first_pass_the_cascade_is_off(retriever):
     answer = retriever.search(QUERY, recall_k=50)
     assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (0, 0, 50)
     assert dataclasses.replace(retriever.rerank).cascade is False
+
+
+def test_distillation_holds_out_the_queries_the_cascade_defaults_are_chosen_on(tmp_path):
+    """The served reranker's dev queries pick cascade_keep (benchmarks.cascade_levers --dev-only): a first pass
+    trained on them would make that choice look better than it is."""
+    from training.distill import Group, hold_out_teacher_dev
+    from training.settings import TrainSettings
+
+    data = tmp_path / "data"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "x"}) + "\n")
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": f"claim {q}"}) + "\n" for q in ("a", "b", "c"))
+    )
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\na\td1\t1\nb\td1\t1\nc\td1\t1\n")
+    cross = tmp_path / "artifacts" / "models" / "cross"
+    cross.mkdir(parents=True)
+    (cross / "twostage_training.json").write_text(json.dumps({"dev_query_ids": ["b"]}))
+    groups = [Group(f"claim {q}", ["x"], [0.0]) for q in ("a", "b", "c")] + [Group("a title", ["x"], [0.0], True)]
+    settings = TrainSettings(distill=True, data=data, artifacts_dir=tmp_path / "artifacts")
+    held = [g.query for g in hold_out_teacher_dev(groups, settings) if g.held_out]
+    assert held == ["claim b", "a title"]

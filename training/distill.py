@@ -121,6 +121,18 @@ def load_groups(path: Path) -> list[Group]:
     return [Group(**g) for g in json.loads(Path(path).read_text())]
 
 
+def hold_out_teacher_dev(groups: list[Group], settings: TrainSettings) -> list[Group]:
+    """The served reranker's dev queries are where the cascade's defaults are chosen (benchmarks.cascade_levers
+    --dev-only): a first pass distilled on them would make that choice look better than it is."""
+    from evaluation.beir import dev_queries, load_beir
+
+    if settings.corpus is not None or not (settings.data / "qrels" / f"{settings.train_split}.tsv").is_file():
+        return groups
+    queries = dict(load_beir(settings.data, settings.train_split).queries)
+    texts = set((dev_queries(queries, Artifacts(settings.artifacts_dir).cross) or {}).values())
+    return [Group(g.query, g.passages, g.teacher, g.held_out or g.query in texts) for g in groups]
+
+
 # -- the student ----------------------------------------------------------------------------------
 
 
@@ -202,6 +214,7 @@ def distill(settings: TrainSettings) -> dict:
     groups = load_groups(settings.groups_file) if settings.groups_file else build_groups(settings)
     if not settings.groups_file:
         save_groups(groups, out / GROUPS_FILE)
+    groups = hold_out_teacher_dev(groups, settings)
     cross = read_manifest(Artifacts(settings.artifacts_dir).cross, ModelManifest)
     a, d = served_order_weights(cross)
     teacher_dir = teacher_weights(settings)
