@@ -145,30 +145,39 @@ def report(args, qrels, exclude, scored, clock, queries: int, score, readings: l
     def ndcg(run: dict) -> float:
         return metrics({q: qrels.get(q, {}) for q in run}, run, args.recall_k)["ndcg@10"]
 
-    full = ndcg({q: _max_by_doc(s["docs"], s["served"]) for q, s in scored.items()})
-    rows = [("served reranker, every candidate", "—", full, per_query["served"])]
+    answers = {q: _max_by_doc(s["docs"], s["served"]) for q, s in scored.items()}
+
+    def same_top10(run: dict) -> float:
+        """Label-free: the share of the every-candidate answer's top 10 documents in this lever's top 10."""
+        return float(np.mean([len(_top10(run[q]) & _top10(answers[q])) / max(1, len(_top10(answers[q]))) for q in run]))
+
+    full = ndcg(answers)
+    rows = [("served reranker, every candidate", "—", full, per_query["served"], 1.0)]
     if "served on windows" in per_query:
+        run = {q: _max_by_doc(s["docs"], s["served on windows"]) for q, s in scored.items()}
         rows.append(
-            (
-                "served reranker on windows (128 tokens)",
-                "—",
-                ndcg({q: _max_by_doc(s["docs"], s["served on windows"]) for q, s in scored.items()}),
-                per_query["served on windows"],
-            )
+            ("served reranker on windows (128 tokens)", "—", ndcg(run), per_query["served on windows"], same_top10(run))
         )
     for keep in args.keeps:
         prefix = {q: _max_by_doc(s["docs"][:keep], s["served"][:keep]) for q, s in scored.items()}
-        rows.append(("stage-1 order, first keep (a deadline's)", keep, ndcg(prefix), per_pair * keep))
+        rows.append(
+            ("stage-1 order, first keep (a deadline's)", keep, ndcg(prefix), per_pair * keep, same_top10(prefix))
+        )
         for first in readings:
             run = {q: cascaded(Scores(s["docs"], s["served"], s[first]), keep, score) for q, s in scored.items()}
-            rows.append((f"cascade: {first}", keep, ndcg(run), per_query[first] + per_pair * keep))
+            rows.append((f"cascade: {first}", keep, ndcg(run), per_query[first] + per_pair * keep, same_top10(run)))
     print(f"{queries} queries of {args.data.name} ({args.split}{', dev' if args.dev_only else ''}), hybrid, "
           f"recall_k {args.recall_k}; model passes per query: "
           + ", ".join(f"{k} {v:.0f} ms" for k, v in per_query.items()))  # fmt: skip
-    print("| lever | keep | nDCG@10 | Δ to every candidate | rerank ms per query | ÷ every candidate |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, keep, value, ms in rows:
-        print(f"| {name} | {keep} | {value:.4f} | {value - full:+.4f} | {ms:.0f} | {ms / per_query['served']:.2f} |")
+    print("| lever | keep | nDCG@10 | Δ to every candidate | same top 10 | rerank ms per query | ÷ every candidate |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, keep, value, ms, same in rows:
+        ratio = ms / per_query["served"]
+        print(f"| {name} | {keep} | {value:.4f} | {value - full:+.4f} | {same:.3f} | {ms:.0f} | {ratio:.2f} |")
+
+
+def _top10(run: dict[str, float]) -> set[str]:
+    return set(sorted(run, key=run.get, reverse=True)[:10])
 
 
 def main() -> None:
