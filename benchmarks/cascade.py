@@ -1,7 +1,10 @@
 """Warm /search with the rerank cascade on and off, on SciFact-length chunks (issue 32).
 
-    python -m benchmarks.cascade --queries 30 --keeps 0,10,20,30,50 [--threads 1] [--repeat 2]
+    python -m benchmarks.cascade --queries 30 --arms 0,stage1:30,model:20 [--threads 1] [--repeat 2]
     python -m benchmarks.kernel_cap avx2 cascade --queries 30      (AVX2-only kernels, from this host)
+
+An arm is `0` (every candidate read), `stage1:KEEP` (the cascade in stage 1's order) or `model:KEEP` (the
+distilled first-pass model in models/first_pass picks them).
 
 SciFact test claims through the pipeline in process (hybrid, recall_k 100, ≈ 230-token chunks) after
 one warm-up request per setting; the settings take turns query by query, so each sees the same
@@ -12,6 +15,7 @@ and the GB-seconds and dollars per million questions at the template's memory si
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -36,40 +40,56 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/scifact", type=Path)
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--recall-k", type=int, default=100)
-    parser.add_argument("--keeps", default="0,10,20,30,50", help="cascade_keep values, comma-separated (0: off)")
+    parser.add_argument(
+        "--arms",
+        default="0,stage1:20,stage1:30,stage1:40,model:20",
+        help="comma-separated: 0 (every candidate; first, for the ratio), stage1:KEEP, model:KEEP",
+    )
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: every CPU)")
     parser.add_argument("--repeat", type=int, default=1, help="passes over the queries")
     parser.add_argument("--memory-mb", type=int, default=3008, help="the function's memory size, for the cost")
     args = parser.parse_args()
     print(describe())
-    settings = Settings(artifacts_dir=args.artifacts_dir, index_path=args.index_path, threads=args.threads)
-    retriever = Retriever.from_settings(settings)
-    if retriever.rerank.first_pass is None:
-        raise SystemExit("no first-pass model in models/first_pass: `twostage export` (or `--which first-pass`)")
+    arms = [arm if ":" in arm else f"stage1:{arm}" for arm in args.arms.split(",")]
+    uses_model = any(arm.startswith("model:") for arm in arms)
+    settings = Settings(
+        artifacts_dir=args.artifacts_dir,
+        index_path=args.index_path,
+        threads=args.threads,
+        cascade_first_pass="model" if uses_model else "stage1",
+    )
+    with_model = Retriever.from_settings(settings)
+    in_stage1_order = dataclasses.replace(with_model, rerank=dataclasses.replace(with_model.rerank, first_pass=None))
     queries = list(load_beir(args.data, "test").queries.values())[: args.queries]
-    keeps = [int(k) for k in args.keeps.split(",")]
-    for keep in keeps:  # warm-up: sessions, buffers, the rate estimate
-        retriever.search(queries[0], args.recall_k, cascade_keep=keep)
-    runs: dict[int, list] = {keep: [] for keep in keeps}
+
+    def ask(arm: str, query: str) -> dict[str, float]:
+        first_pass, keep = arm.split(":")
+        retriever = with_model if first_pass == "model" else in_stage1_order
+        return retriever.search(query, args.recall_k, cascade_keep=int(keep)).timings
+
+    for arm in arms:  # warm-up: sessions, buffers, the rate estimate
+        ask(arm, queries[0])
+    runs: dict[str, list] = {arm: [] for arm in arms}
     for _ in range(args.repeat):
         for query in queries:
-            for keep in keeps:
-                runs[keep].append(retriever.search(query, args.recall_k, cascade_keep=keep).timings)
+            for arm in arms:
+                runs[arm].append(ask(arm, query))
     threads = args.threads or "every CPU"
     print(f"{len(queries)} queries × {args.repeat}, recall_k {args.recall_k}, threads {threads}, warm, in process")
-    print("| cascade_keep | p50 ms | p95 ms | first pass p50 | served rerank p50 | p50 ÷ keep 0 | $ per 1M at "
-          f"{args.memory_mb} MB |")  # fmt: skip
+    print("| first pass: keep | p50 ms | p95 ms | first pass p50 | served rerank p50 | p50 ÷ every candidate "
+          f"| $ per 1M at {args.memory_mb} MB |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    base = statistics.median(t["total_ms"] for t in runs[keeps[0]]) if keeps[0] == 0 else None
-    for keep, timings in runs.items():
+    base = statistics.median(t["total_ms"] for t in runs[arms[0]]) if arms[0].endswith(":0") else None
+    for arm, timings in runs.items():
         total = [t["total_ms"] for t in timings]
         p50 = statistics.median(total)
         first = statistics.median(t.get("first_pass_ms", 0.0) for t in timings)
         rerank = statistics.median(t["rerank_ms"] for t in timings)
         ratio = f"{p50 / base:.2f}×" if base else ""
         dollars = (p50 / 1000 * args.memory_mb / 1024 * LAMBDA_X86_PER_GB_S + LAMBDA_PER_REQUEST) * 1e6
+        name = "every candidate" if arm.endswith(":0") else arm
         print(
-            f"| {keep} | {p50:.0f} | {percentile(total, 0.95):.0f} | {first:.0f} | {rerank:.0f} | {ratio} "
+            f"| {name} | {p50:.0f} | {percentile(total, 0.95):.0f} | {first:.0f} | {rerank:.0f} | {ratio} "
             f"| {dollars:.2f} |"
         )
 

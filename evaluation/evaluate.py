@@ -49,16 +49,17 @@ class Runs:
         return {q: _max_by_doc(s.docs[:pairs], s.served[:pairs]) for q, s in self.scored.items()}
 
     def cascaded(self, keep: int, score: Logistic) -> dict[str, dict[str, float]]:
-        """The served answer when the served reranker reads the first pass's best `keep` (0: all)."""
+        """The served answer when the served reranker reads the first pass's best `keep` (0: all; without a
+        first-pass model, the first `keep` in stage-1 order)."""
         return {q: cascaded(s, keep, score) for q, s in self.scored.items()}
 
 
 def cascaded(scores: Scores, keep: int, score: Logistic) -> dict[str, float]:
     """The candidates the served reranker reads by their served score, the rest below them in the first
     pass's order (serving answers only from the first; recall@100 still sees the rest)."""
-    if scores.first_pass is None or not 0 < keep < len(scores.docs):
+    if not 0 < keep < len(scores.docs):
         return _max_by_doc(scores.docs, scores.served)
-    order = cascade_order(scores.first_pass, score)
+    order = cascade_order(scores.first_pass, score, len(scores.docs))
     values = np.empty(len(scores.docs))
     values[order[:keep]] = scores.served[order[:keep]]
     values[order[keep:]] = -1.0 - np.arange(len(order) - keep)  # below every 0–1 score, and below the floor
@@ -208,9 +209,9 @@ def ood_refusal(retriever: Retriever, settings: EvalSettings, keep: int, score: 
 
 
 def served_keep(settings: EvalSettings, retriever: Retriever) -> int:
-    """The cascade_keep a default /search applies (at least its top_k, 10), or 0 without a first pass."""
+    """The cascade_keep a default /search applies (at least its top_k, 10), or 0 (off)."""
     keep = retriever.settings.rerank.cascade_keep if settings.cascade_keep is None else settings.cascade_keep
-    return max(keep, retriever.settings.top_k) if keep and retriever.rerank.first_pass is not None else 0
+    return max(keep, retriever.settings.top_k) if keep else 0
 
 
 def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float) -> dict:

@@ -14,6 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from handler.cpu import available_cpus
+from handler.errors import ArtifactError
+from handler.manifest import MANIFEST_NAME
 from handler.onnx_model import CrossEncoder, Encoder, FirstPass
 from handler.settings import Settings
 
@@ -22,7 +24,7 @@ from handler.settings import Settings
 class Models:
     encoder: Encoder
     cross: CrossEncoder
-    first_pass: FirstPass | None  # the cascade's first pass, when the artifacts have one
+    first_pass: FirstPass | None  # the cascade's first-pass model, when the settings ask for it
     load_ms: dict[str, float]
 
 
@@ -54,7 +56,13 @@ def builder_threads(cpus: int) -> int:
 
 def start_loading(settings: Settings) -> PendingModels:
     """Start building the models on worker threads (see `builder_threads`): both stages', and the rerank
-    cascade's first pass when the artifacts hold one."""
+    cascade's first-pass model when the settings ask for it."""
+    if settings.rerank.cascade_first_pass == "model" and not (settings.artifacts.first_pass / MANIFEST_NAME).is_file():
+        raise ArtifactError(
+            settings.artifacts.first_pass / MANIFEST_NAME,
+            "cascade_first_pass=model needs the distilled first pass: `twostage export --which first-pass` (or "
+            "TWOSTAGE_CASCADE_FIRST_PASS=stage1: the cascade in stage 1's order)",
+        )
     cpus = available_cpus()
     session = {
         "threads": settings.threads or cpus,
@@ -72,7 +80,7 @@ def start_loading(settings: Settings) -> PendingModels:
         **session,
     )
     first_pass = None
-    if (settings.artifacts.first_pass / "manifest.json").is_file():
+    if settings.rerank.cascade_first_pass == "model":
         first_pass = pool.submit(
             _timed,
             FirstPass,

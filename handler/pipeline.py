@@ -130,14 +130,13 @@ class Retriever:
         clock.lap("models_wait")
         rerank = Rerank.of(_batched(loaded.cross, settings), settings.rerank, loaded.first_pass)
         load_ms = loaded.load_ms | clock.laps
-        cascade = f"first pass, keep {settings.rerank.cascade_keep}" if rerank.cascade else "off"
         log.info(
             "stage 1 %s (bm25: %s); floor %.3f (%s); cascade %s; %s; %s",
             stage1.describe(),
             stage1.has_bm25,
             rerank.floor,
             rerank.floor_source,
-            cascade,
+            rerank.cascade,
             load_ms,
             this_cpu().describe(),
         )
@@ -220,7 +219,7 @@ class Retriever:
             candidates=len(recalled),
             reranked=scored.reranked,
             first_pass=0 if scored.first_pass is None else len(scored.first_pass),
-            cascade_keep=ask.cascade_keep if scored.first_pass is not None else 0,
+            cascade_keep=scored.cascade_keep,
             deadline_ms=ask.deadline_ms,
             deadline_cut=scored.deadline_cut,
             timings=clock.timings(),

@@ -1,6 +1,6 @@
 """Stage 2: the cross-encoder reads query and passage together; its logit, calibrated with the stage-1
-rank and the query's cosine, is the served 0–1 score the floor applies to. Also: the rerank cascade (a
-small first-pass model scores every candidate, the served reranker reads only the best few), the work
+rank and the query's cosine, is the served 0–1 score the floor applies to. Also: the rerank cascade (the
+served reranker reads only the best few, by stage 1's order or a small first-pass model's), the work
 budget, the measured rerank rate and the deadline. Reads only `RerankSettings`; knows nothing of where
 candidates came from beyond their stage-1 order and cosine."""
 
@@ -39,6 +39,7 @@ class Scored:
     scores: np.ndarray
     first_pass: np.ndarray | None = None
     deadline_cut: bool = False  # the deadline stopped the served reranker before it read what it was to read
+    cascade_keep: int = 0  # how many the cascade handed to the served reranker (0: it did not run)
 
     def __iter__(self):  # logits, scores = rerank.candidates(...)
         return iter((self.logits, self.scores))
@@ -61,10 +62,13 @@ class Scored:
         return read[np.argsort(-self.scores[read], kind="stable")]
 
 
-def cascade_order(first_pass: np.ndarray, score: Logistic) -> np.ndarray:
-    """The candidates in the order the served reranker reads them: by the first pass's logit under the
-    served score's own weights (its stage-1 prior included), best first. Evaluation simulates the cascade
-    with this function, so what it measures is what serves."""
+def cascade_order(first_pass: np.ndarray | None, score: Logistic, candidates: int) -> np.ndarray:
+    """The candidates in the order the served reranker reads them: by the first-pass model's logit under the
+    served score's own weights (its stage-1 prior included), best first; without a model, stage 1's order
+    (the served order's prior alone). Evaluation simulates the cascade with this function, so what it
+    measures is what serves."""
+    if first_pass is None:
+        return np.arange(candidates)
     key = score.order_key(first_pass, np.arange(1, len(first_pass) + 1))
     return np.argsort(-key, kind="stable")
 
@@ -112,9 +116,10 @@ class Rerank:
         return cls(cross, settings, calibration, floor, source, rate, first_pass)
 
     @property
-    def cascade(self) -> bool:
-        """Whether the cascade runs by default (a first pass loaded and cascade_keep > 0)."""
-        return self.first_pass is not None and self.settings.cascade_keep > 0
+    def cascade(self) -> str:
+        """How the cascade runs by default: off, or its first pass and keep."""
+        keep = self.settings.cascade_keep
+        return f"{'first-pass model' if self.first_pass else 'stage-1 order'}, keep {keep}" if keep else "off"
 
     @property
     def score_model(self) -> dict[str, float | bool | str]:
@@ -135,21 +140,23 @@ class Rerank:
         keep: int | None = None,
         lap: Callable[[str], None] = _no_lap,
     ) -> Scored:
-        """Served logits and 0–1 scores, in stage-1 order. The cascade (a first-pass model and 0 < keep <
-        candidates): the first pass scores every candidate and the served reranker reads only its best
-        `keep`; else it reads every candidate. With `budget_field` (requests, not evaluation) each model's
+        """Served logits and 0–1 scores, in stage-1 order. The cascade (0 < keep < candidates): the served
+        reranker reads only the first pass's best `keep` (the first-pass model's when loaded, else stage 1's
+        order); else it reads every candidate. With `budget_field` (requests, not evaluation) each model's
         pairs must fit `max_rerank_tokens`. With a `deadline` (time.perf_counter) the served reranker reads
         in that order only what fits it."""
         keep = self.settings.cascade_keep if keep is None else keep
         passages = [c.passage for c in recalled.chunks]
         first, order = None, np.arange(len(passages))
-        if self.first_pass is not None and 0 < keep < len(passages):
+        cascading = 0 < keep < len(passages)
+        if cascading and self.first_pass is not None:
             encodings = self.first_pass.encode(query, passages)
             if budget_field:
                 self.check_budget(encodings, budget_field)
             first = self.first_pass.logits_encoded(encodings, stop)
-            order = cascade_order(first, self.calibration.search)[:keep]
             lap("first_pass")
+        if cascading:
+            order = cascade_order(first, self.calibration.search, len(passages))[:keep]
         encodings = self.cross.encode(query, [passages[i] for i in order])
         if budget_field:
             self.check_budget(encodings, budget_field)
@@ -162,7 +169,7 @@ class Rerank:
         scores[read] = self.calibration.search(
             read_logits, cosines[read], read + 1, query_cosine=cosines.max(initial=0.0)
         )
-        return Scored(logits, scores, first, deadline_cut=len(read) < len(order))
+        return Scored(logits, scores, first, deadline_cut=len(read) < len(order), cascade_keep=keep if cascading else 0)
 
     def _logits_within(self, encodings: list, deadline: float | None, stop: threading.Event | None) -> np.ndarray:
         """All logits when the measured rate says they fit the deadline (then exactly as without one);

@@ -38,7 +38,7 @@ class SearchAnswer:
     score_model: dict[str, float | bool | str | None]  # score = sigmoid(logit·a + cosine·c + ln(stage-1 rank)·d + b)
     candidates: int  # stage-1 candidates
     reranked: int  # of those, read by the served reranker: all, unless the cascade or a deadline read fewer
-    first_pass: int  # of those, scored by the cascade's first pass (0: the cascade did not run)
+    first_pass: int  # of those, scored by the cascade's first-pass model (0: none ran)
     cascade_keep: int  # the served reranker's share the cascade asked for (0: every candidate)
     deadline_ms: int | None
     deadline_cut: bool

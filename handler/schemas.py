@@ -83,7 +83,7 @@ class Timings(BaseModel):
     filter_ms: float = Field(0.0, description="the metadata filter's slice (local store)")
     fuse_ms: float = 0.0
     fetch_ms: float = 0.0
-    first_pass_ms: float = Field(0.0, description="the cascade's first pass over every candidate")
+    first_pass_ms: float = Field(0.0, description="the cascade's first-pass model over every candidate")
     rerank_ms: float = Field(0.0, description="the served reranker (after the first pass, when it ran)")
     floor_ms: float = 0.0
     total_ms: float
@@ -109,7 +109,10 @@ class SearchResponse(BaseModel):
     reranked: int = Field(
         description="of those, read by the served reranker (all unless the cascade or the deadline read fewer)"
     )
-    first_pass: int = Field(description="of those, scored by the cascade's first pass (0: the cascade did not run)")
+    first_pass: int = Field(
+        description="of those, scored by the cascade's first-pass model (0: none ran; the cascade may still have "
+        "run in stage-1 order, see cascade_keep)"
+    )
     cascade_keep: int = Field(description="how many the cascade handed to the served reranker (0: it did not run)")
     deadline_ms: int | None = Field(description="the time budget applied, if any")
     deadline_cut: bool = Field(description="true when the deadline left candidates unreranked")

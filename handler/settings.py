@@ -25,8 +25,9 @@ SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="forbid", pop
 
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
-CASCADE_KEEP = 20  # chosen on the reranker's dev queries (docs/results.md §16)
-FIRST_PASS_MAX_LENGTH = 128  # chosen with CASCADE_KEEP on the same dev queries (docs/results.md §16)
+CASCADE_KEEP = 30  # chosen on the reranker's dev queries (docs/results.md §16)
+CASCADE_FIRST_PASS = "stage1"  # chosen with CASCADE_KEEP on the same dev queries (docs/results.md §16)
+FIRST_PASS_MAX_LENGTH = 128  # the distilled first pass's length, chosen on the dev queries (docs/results.md §16)
 
 
 def command_config(command: str) -> SettingsConfigDict:
@@ -222,9 +223,13 @@ class RerankSettings(BaseSettings):
         CASCADE_KEEP,
         ge=0,
         le=MAX_RECALL_K,
-        description="the rerank cascade: the first-pass model (models/first_pass) scores every candidate and the "
-        "served reranker reads only its best cascade_keep (at least top_k); 0: the served reranker reads every "
-        "candidate. Without a first-pass model every candidate is read",
+        description="the rerank cascade: the served reranker reads only the first pass's best cascade_keep "
+        "candidates (at least top_k); 0: it reads every candidate",
+    )
+    cascade_first_pass: Literal["stage1", "model"] = Field(
+        CASCADE_FIRST_PASS,
+        description="what orders the candidates for the cascade: stage1 (stage 1's own order, no extra work) or model "
+        "(the distilled first-pass model in models/first_pass scores every candidate; required then)",
     )
     first_pass_max_length: int | None = Field(
         FIRST_PASS_MAX_LENGTH,

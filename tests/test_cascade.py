@@ -24,19 +24,19 @@ QUERY = "How much Veltrazine should a 7-year-old child take?"
 
 @pytest.fixture(scope="module")
 def cascading(cascade_artifacts):
-    return Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts))
+    return Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts, cascade_first_pass="model"))
 
 
 def test_the_first_pass_loads_bound_to_the_served_reranker(cascading):
     first_pass = cascading.rerank.first_pass
     assert first_pass is not None and first_pass.manifest.kind == "first_pass"
     assert first_pass.manifest.teacher_sha256 == cascading.rerank.cross.manifest.sha256
-    assert cascading.rerank.cascade and "first_pass_ms" in cascading.load_ms
+    assert cascading.rerank.cascade.startswith("first-pass model") and "first_pass_ms" in cascading.load_ms
 
 
 def test_cascade_keep_0_is_the_answer_without_a_cascade_exactly(cascading, retriever):
-    assert retriever.rerank.first_pass is None  # the session's artifacts have none: every candidate is read
-    plain = retriever.search(QUERY, recall_k=60, top_k=10, floor=0.0)
+    assert retriever.rerank.first_pass is None  # the default cascade needs no model
+    plain = retriever.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=0)
     off = cascading.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=0)
     assert (off.first_pass, off.cascade_keep, off.reranked) == (0, 0, 60) == (plain.first_pass, 0, plain.reranked)
     assert [(r.id, r.chunk, r.score, r.logit) for r in off.results] == [
@@ -96,7 +96,12 @@ def test_a_first_pass_of_another_reranker_fails_init_naming_it(cascade_artifacts
     data["teacher_sha256"] = "f" * 64
     manifest.write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="teacher_sha256"):
-        Retriever.from_settings(Settings(artifacts_dir=root))
+        Retriever.from_settings(Settings(artifacts_dir=root, cascade_first_pass="model"))
+
+
+def test_asking_for_the_first_pass_model_without_one_fails_init_naming_it(artifacts):
+    with pytest.raises(ArtifactError, match="first_pass"):
+        Retriever.from_settings(Settings(artifacts_dir=artifacts, cascade_first_pass="model"))
 
 
 def test_export_refuses_a_first_pass_distilled_from_other_weights(cascade_artifacts, tmp_path):
@@ -111,9 +116,18 @@ def test_export_refuses_a_first_pass_distilled_from_other_weights(cascade_artifa
         export_all(settings)
 
 
-def test_eval_reports_quality_and_time_per_cascade_keep(cascade_artifacts, tiny_beir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("first_pass", ["stage1", "model"])
+def test_eval_reports_quality_and_time_per_cascade_keep(
+    cascade_artifacts,
+    tiny_beir,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    first_pass,
+):
     from evaluation.evaluate import evaluate_dataset, markdown
     from evaluation.settings import EvalSettings
+
+    monkeypatch.setenv("TWOSTAGE_CASCADE_FIRST_PASS", first_pass)
 
     settings = EvalSettings(
         data=tiny_beir,
@@ -121,23 +135,31 @@ def test_eval_reports_quality_and_time_per_cascade_keep(cascade_artifacts, tiny_
         eval_dir=tmp_path / "eval",
         mode="hybrid",
         recall_k=40,
-        cascade_keeps=[5, 20, 0],
+        cascade_keeps=[5, 30, 0],
+        rerank_budgets=[30],
     )
     report = evaluate_dataset(settings)
-    assert report["cascade_keep"] == 20 and set(report["cascade"]) == {"5", "20", "0"}
-    assert report["cascade"]["20"]["ndcg@10"] == report["two_stage"]["ndcg@10"]
+    assert report["cascade_keep"] == 30 and set(report["cascade"]) == {"5", "30", "0"}
+    assert report["cascade"]["30"]["ndcg@10"] == report["two_stage"]["ndcg@10"]
+    if first_pass == "stage1":  # the cascade in stage-1 order is the deadline's cut at the same count
+        assert report["cascade"]["30"]["ndcg@10"] == report["rerank_budget"]["30"]["ndcg@10"]
     assert report["cascade"]["5"]["rerank_ms"] < report["cascade"]["0"]["rerank_ms"]
     off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
     assert off["cascade_keep"] == 0
     assert {k: v for k, v in report["cascade"]["0"].items() if k not in ("rerank_ms", "gate")} == off["two_stage"]
-    assert report["cascade"]["0"]["gate"] == off["gate"] and report["cascade"]["20"]["gate"] == report["gate"]
+    assert report["cascade"]["0"]["gate"] == off["gate"] and report["cascade"]["30"]["gate"] == report["gate"]
     assert "queries refused" in markdown(report)
 
 
-def test_without_a_first_pass_the_cascade_is_off(retriever):
-    answer = retriever.search(QUERY, recall_k=50)
-    assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (0, 0, 50)
-    assert dataclasses.replace(retriever.rerank).cascade is False
+def test_by_default_the_cascade_reads_the_first_candidates_in_stage1_order(retriever):
+    answer = retriever.search(QUERY, recall_k=50, floor=0.0)
+    assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (0, 30, 30)
+    assert "first_pass_ms" not in answer.timings and all(r.stage1_rank <= 30 for r in answer.results)
+    full = retriever.rerank.candidates(QUERY, retriever.recall(QUERY, 50, "hybrid"), keep=0)
+    for result in answer.results:  # the served scores, as if every candidate had been read
+        assert result.score == pytest.approx(float(full.scores[result.stage1_rank - 1]), abs=1e-5)
+    assert retriever.rerank.cascade == "stage-1 order, keep 30"
+    assert dataclasses.replace(retriever.rerank, settings=Settings(cascade_keep=0).rerank).cascade == "off"
 
 
 def test_distillation_holds_out_the_queries_the_cascade_defaults_are_chosen_on(tmp_path):

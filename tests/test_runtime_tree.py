@@ -77,11 +77,12 @@ def test_the_runtime_tree_serves_the_cascade_and_its_first_pass_as_exported(runt
     expected = [float(exported.logits(q, [p])[0]) for q, p in PROBE_PAIRS]
     path = f"{ROOT}{os.pathsep}{runtime_tree}"
     env = {"PATH": os.environ["PATH"], "ARTIFACTS_DIR": str(cascade_artifacts), "PYTHONPATH": path}
+    env["TWOSTAGE_CASCADE_FIRST_PASS"] = "model"
     out = subprocess.run([sys.executable, "-S", "-c", CASCADE_CHILD], env=env, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     body = report["body"]
-    assert report["status"] == 200 and (body["first_pass"], body["cascade_keep"], body["reranked"]) == (40, 20, 20)
+    assert report["status"] == 200 and (body["first_pass"], body["cascade_keep"], body["reranked"]) == (40, 30, 30)
     assert report["probes"] == pytest.approx(expected, abs=1e-5)
 
 

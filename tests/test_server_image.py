@@ -76,13 +76,14 @@ def test_serve_answers_from_the_image_environment(server_venv, cascade_artifacts
     command += ["--port", str(port), "--providers", "cpu"]
     # run outside the checkout, so only the venv's installed copy can be imported
     with (tmp_path / "out.log").open("w") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        env = os.environ | {"TWOSTAGE_CASCADE_FIRST_PASS": "model"}
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
         found = httpx.post(f"{url}/search", json={"query": "What does error E240 mean?", "top_k": 3}, timeout=30)
         assert found.status_code == 200 and len(found.json()["results"]) == 3
-        assert found.json()["first_pass"] == 100 and found.json()["reranked"] == 20
+        assert found.json()["first_pass"] == 100 and found.json()["reranked"] == 30
     finally:
         process.terminate()
         process.wait(30)
