@@ -21,6 +21,7 @@ from evaluation.evaluate import eval_index
 from evaluation.pseudo_queries import corpus_without_spans, off_topic_questions, write_pseudo_queries
 from evaluation.score_fit import (
     answerable_best,
+    balanced_weights,
     calibration_record,
     choose_floor,
     distributions,
@@ -78,7 +79,9 @@ def calibrate_from_corpus(settings: CalibrateSettings) -> tuple[dict, dict]:
     questions = off_topic_questions(settings.ood_queries)
     off_topic = labelled_pairs(retriever, {f"off-{i}": q for i, q in enumerate(questions)}, {}, settings.candidates)
     platt = fit_platt(pairs)
-    search = fit_search(pairs + off_topic, settings.stage1_prior)
+    # The off-topic questions weigh as much as the pseudo-queries: refusing is half the floor's job, and a
+    # few dozen questions among hundreds of answerable ones would barely move the query-cosine term.
+    search = fit_search(pairs + off_topic, settings.stage1_prior, balanced_weights(pairs, off_topic))
     floor, objective, window = choose_floor(pairs, search, settings, [off_topic])
     report = {
         "fitted_on": {

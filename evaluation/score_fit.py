@@ -54,10 +54,10 @@ def labelled_pairs(retriever: Retriever, queries: dict, qrels: dict, k: int) -> 
     ]
 
 
-def _fit(features: np.ndarray, labels: np.ndarray) -> tuple[list[float], float]:
+def _fit(features: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> tuple[list[float], float]:
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, labels)
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, labels, sample_weight=weights)
     return [round(float(v), 6) for v in model.coef_[0]], round(float(model.intercept_[0]), 6)
 
 
@@ -67,13 +67,26 @@ def fit_platt(pairs: list[QueryPairs]) -> Logistic:
     return Logistic(a=a, b=b)
 
 
-def fit_search(pairs: list[QueryPairs], stage1_prior: float) -> Logistic:
+def fit_search(pairs: list[QueryPairs], stage1_prior: float, weights: np.ndarray | None = None) -> Logistic:
     """The /search score: sigmoid(a·(logit − prior·ln rank) + c·query's best cosine + b). One feature for the
-    logit and the rank, so that within a query the score sorts exactly as logit − prior·ln(rank) does."""
+    logit and the rank, so that within a query the score sorts exactly as logit − prior·ln(rank) does.
+    `weights`: one per candidate pair, in order (default: every pair alike)."""
     keyed = np.concatenate([p.logits - stage1_prior * np.log(p.ranks) for p in pairs])
     query = np.concatenate([np.full(len(p.logits), p.query_cosine) for p in pairs])
-    (a, c), b = _fit(np.column_stack([keyed, query]), np.concatenate([p.labels for p in pairs]))
+    (a, c), b = _fit(np.column_stack([keyed, query]), np.concatenate([p.labels for p in pairs]), weights)
     return Logistic(a=a, b=b, c=c, d=round(-stage1_prior * a, 6), cosine="query")
+
+
+def balanced_weights(*sets: list[QueryPairs]) -> np.ndarray:
+    """Pair weights under which each set of queries weighs as much as the first in total, however many
+    queries and candidates it has (concatenated in the order given)."""
+    total = sum(len(p.logits) for p in sets[0])
+    return np.concatenate(
+        [
+            np.full(sum(len(p.logits) for p in queries), total / max(1, sum(len(p.logits) for p in queries)))
+            for queries in sets
+        ]
+    )
 
 
 def _best(pairs: QueryPairs, model: Logistic) -> float | None:

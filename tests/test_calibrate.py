@@ -8,7 +8,7 @@ import pytest
 
 from evaluation.beir import corpus_titles
 from evaluation.calibrate import calibrate
-from evaluation.score_fit import QueryPairs, choose_floor
+from evaluation.score_fit import QueryPairs, balanced_weights, choose_floor
 from evaluation.settings import CalibrateSettings
 from handler.calibration import Logistic
 from handler.manifest import CALIBRATION_FILE, ModelManifest, read_manifest
@@ -131,6 +131,14 @@ def test_when_the_targets_conflict_answering_comes_first():
     floor, objective, window = choose_floor(answerable, Logistic(a=1.0, b=0.0), CalibrateSettings(), [foreign])
     assert (objective, floor) == ("answerable-refusal", pytest.approx(_sigmoid(-2.0)))
     assert window == pytest.approx([_sigmoid(0.0), _sigmoid(-2.0)])
+
+
+def test_balanced_weights_give_each_set_of_queries_the_same_total():
+    many = [QueryPairs(str(i), np.zeros(20), np.zeros(20), np.ones(20), np.zeros(20, dtype=int)) for i in range(30)]
+    few = [QueryPairs(str(i), np.zeros(5), np.zeros(5), np.ones(5), np.zeros(5, dtype=int)) for i in range(4)]
+    weights = balanced_weights(many, few)
+    assert len(weights) == 620 and weights[:600].sum() == pytest.approx(weights[600:].sum()) == pytest.approx(600)
+    assert (weights[:600] == 1).all()
 
 
 def test_corpus_titles_are_a_fixed_sample_of_titled_documents(tiny_beir):  # noqa: F811
