@@ -80,13 +80,8 @@ def fit_search(pairs: list[QueryPairs], stage1_prior: float, weights: np.ndarray
 def balanced_weights(*sets: list[QueryPairs]) -> np.ndarray:
     """Pair weights under which each set of queries weighs as much as the first in total, however many
     queries and candidates it has (concatenated in the order given)."""
-    total = sum(len(p.logits) for p in sets[0])
-    return np.concatenate(
-        [
-            np.full(sum(len(p.logits) for p in queries), total / max(1, sum(len(p.logits) for p in queries)))
-            for queries in sets
-        ]
-    )
+    sizes = [sum(len(p.logits) for p in queries) for queries in sets]
+    return np.concatenate([np.full(size, sizes[0] / max(1, size)) for size in sizes])
 
 
 def _best(pairs: QueryPairs, model: Logistic) -> float | None:

@@ -70,16 +70,22 @@ def cascade_recall(student: np.ndarray, teacher: np.ndarray, a: float, d: float,
 # -- the data: queries, candidates, the teacher's logits ------------------------------------------
 
 
+def _split_queries(settings: TrainSettings) -> dict[str, str]:
+    """The training split's queries, when distilling from labelled data that has the split; else none."""
+    from evaluation.beir import load_beir
+
+    if settings.corpus is not None or not (settings.data / "qrels" / f"{settings.train_split}.tsv").is_file():
+        return {}
+    return dict(load_beir(settings.data, settings.train_split).queries)
+
+
 def _queries(settings: TrainSettings) -> tuple[dict[str, str], Path]:
     """The training queries (if the data has the split) and titles as pseudo-queries; the corpus path."""
-    from evaluation.beir import load_beir
     from index_build.corpus import read_corpus
 
     rng = random.Random(settings.seed)
     corpus = settings.corpus or settings.data / "corpus.jsonl"
-    queries = {}
-    if settings.corpus is None and (settings.data / "qrels" / f"{settings.train_split}.tsv").is_file():
-        queries = dict(load_beir(settings.data, settings.train_split).queries)
+    queries = _split_queries(settings)
     titled = sorted({d.title for d in read_corpus(corpus) if d.title and d.text})
     chosen = rng.sample(titled, min(settings.pseudo_queries, len(titled)))
     queries |= {f"title:{i}": title for i, title in enumerate(chosen)}
@@ -124,11 +130,11 @@ def load_groups(path: Path) -> list[Group]:
 def hold_out_teacher_dev(groups: list[Group], settings: TrainSettings) -> list[Group]:
     """The served reranker's dev queries are where the cascade's defaults are chosen (benchmarks.cascade_levers
     --dev-only): a first pass distilled on them would make that choice look better than it is."""
-    from evaluation.beir import dev_queries, load_beir
+    from evaluation.beir import dev_queries
 
-    if settings.corpus is not None or not (settings.data / "qrels" / f"{settings.train_split}.tsv").is_file():
+    queries = _split_queries(settings)
+    if not queries:
         return groups
-    queries = dict(load_beir(settings.data, settings.train_split).queries)
     texts = set((dev_queries(queries, Artifacts(settings.artifacts_dir).cross) or {}).values())
     return [Group(g.query, g.passages, g.teacher, g.held_out or g.query in texts) for g in groups]
 
