@@ -15,11 +15,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from evaluation.evaluate import eval_index
-from evaluation.pseudo_queries import corpus_without_spans, off_topic_questions, write_pseudo_queries
+from evaluation.pseudo_queries import (
+    corpus_without_spans,
+    off_topic_questions,
+    write_pseudo_queries,
+)
 from evaluation.score_fit import (
+    QueryPairs,
     answerable_best,
     balanced_weights,
     calibration_record,
@@ -76,8 +82,11 @@ def calibrate_from_corpus(settings: CalibrateSettings) -> tuple[dict, dict]:
         query_pairs(retriever, f"pseudo-{i}", q.text, {q.doc_id: 1}, settings.candidates)
         for i, q in enumerate(tqdm(queries, desc="pseudo-queries", unit="q"))
     ]
-    questions = off_topic_questions(settings.ood_queries)
-    off_topic = labelled_pairs(retriever, {f"off-{i}": q for i, q in enumerate(questions)}, {}, settings.candidates)
+    generic = off_topic_questions()
+    shipped, set_aside = without_answered(off_topic_pairs(retriever, "off", generic, settings), pairs)
+    # the user's own questions are off-topic by their word: none is set aside
+    own = off_topic_questions(settings.ood_queries) if settings.ood_queries else []
+    off_topic = shipped + off_topic_pairs(retriever, "own", own, settings)
     platt = fit_platt(pairs)
     # The off-topic questions weigh as much as the pseudo-queries: refusing is half the floor's job, and a
     # few dozen questions among hundreds of answerable ones would barely move the query-cosine term.
@@ -88,8 +97,9 @@ def calibrate_from_corpus(settings: CalibrateSettings) -> tuple[dict, dict]:
             "corpus": str(settings.corpus),
             "pseudo_queries": len(queries),
             "kind": settings.pseudo_kind,
-            "off_topic_questions": len(questions),
+            "off_topic_questions": len(off_topic),
             "own_questions": str(settings.ood_queries) if settings.ood_queries else None,
+            "off_topic_set_aside": [generic[int(qid.removeprefix("off-"))] for qid in set_aside],
         },
         "window": window,
         "keep_drop": keep_drop(pairs, search, floor),
@@ -99,3 +109,16 @@ def calibrate_from_corpus(settings: CalibrateSettings) -> tuple[dict, dict]:
     }
     calibration = calibration_record("corpus", platt, search, floor, objective, window, settings, report)
     return calibration, distributions(pairs, off_topic, search)
+
+
+def off_topic_pairs(retriever: Retriever, prefix: str, questions: list[str], settings: CalibrateSettings) -> list:
+    return labelled_pairs(retriever, {f"{prefix}-{i}": q for i, q in enumerate(questions)}, {}, settings.candidates)
+
+
+def without_answered(off_topic: list[QueryPairs], pairs: list[QueryPairs]) -> tuple[list[QueryPairs], list[str]]:
+    """The off-topic questions, less those the corpus meets as closely as a typical pseudo-query (best stage-1
+    cosine at or above the pseudo-queries' median): the shipped set spans many fields, and a question from
+    the corpus's own field is no evidence of what to refuse. Returns the rest and the ids set aside."""
+    typical = float(np.median([p.query_cosine for p in pairs]))
+    kept = [q for q in off_topic if q.query_cosine < typical]
+    return kept, [q.qid for q in off_topic if q.query_cosine >= typical]

@@ -82,8 +82,10 @@ def corpus_without_spans(corpus: Path, changed: dict[str, Document], target: Pat
     return target
 
 
-def off_topic_questions(extra: Path | None = None) -> list[str]:
-    """The generic off-topic questions shipped with the package, and the user's own (one a line)."""
-    shipped = (Path(__file__).parent / "off_topic_questions.txt").read_text().splitlines()
-    own = extra.read_text().splitlines() if extra else []
-    return [q.strip() for q in shipped + own if q.strip() and not q.startswith("#")]
+SHIPPED_OFF_TOPIC = Path(__file__).parent / "off_topic_questions.txt"
+
+
+def off_topic_questions(path: Path = SHIPPED_OFF_TOPIC) -> list[str]:
+    """Off-topic questions, one a line (`#` lines are comments): the generic set shipped with the package,
+    or the user's own."""
+    return [q.strip() for q in path.read_text().splitlines() if q.strip() and not q.startswith("#")]

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from evaluation.calibrate import calibrate
+from evaluation.corpus_calibration import without_answered
 from evaluation.pseudo_queries import corpus_without_spans, off_topic_questions, sentences, write_pseudo_queries
+from evaluation.score_fit import QueryPairs
 from evaluation.settings import CalibrateSettings
 from handler.manifest import ModelManifest, read_manifest
 from index_build.settings import SAMPLE_CORPUS
@@ -77,6 +80,8 @@ def test_a_brought_reranker_gets_a_floor_from_the_corpus_and_serves_with_it(brou
     before = Retriever.from_settings(Settings(artifacts_dir=brought))
     assert (before.rerank.floor_source, before.rerank.calibration.calibrated) == ("none", False)
     plot = tmp_path / "floor.png"
+    own = tmp_path / "own.txt"
+    own.write_text("# ours\nWhat is the capital of Peru?\nWho painted the Sistine Chapel ceiling?\n")
     settings = CalibrateSettings(
         corpus=SAMPLE_CORPUS,
         artifacts_dir=brought,
@@ -84,11 +89,17 @@ def test_a_brought_reranker_gets_a_floor_from_the_corpus_and_serves_with_it(brou
         pseudo_queries=40,
         candidates=10,
         plot=plot,
+        ood_queries=own,
     )
     result = calibrate(settings)
     assert result["source"] == "corpus" and 0.0 < result["floor"] < 1.0
     report = result["report"]
-    assert report["fitted_on"]["pseudo_queries"] == 40 and report["fitted_on"]["off_topic_questions"] >= 100
+    fitted_on = report["fitted_on"]
+    assert fitted_on["pseudo_queries"] == 40 and fitted_on["off_topic_questions"] >= 100
+    # the shipped questions the corpus answers closely are set aside; the user's own never are
+    set_aside = fitted_on["off_topic_set_aside"]
+    assert set(set_aside) <= set(off_topic_questions())
+    assert fitted_on["off_topic_questions"] == len(off_topic_questions()) - len(set_aside) + 2
     assert set(report["gate"]) == {"relevant_kept", "irrelevant_dropped", "kept_precision", "refused_queries"}
     assert 0.0 <= report["off_topic_refused"] <= 1.0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report["plot"] == str(plot)
@@ -166,3 +177,12 @@ def test_train_adapts_the_served_reranker_to_a_corpus_without_labels(artifacts, 
     )  # the served reranker, adapted
     export_all(ExportSettings(models_dir=tmp_path / "models", which="cross", cross_model=str(out), fp32_fallback=True))
     assert read_manifest(tmp_path / "models" / "cross", ModelManifest).head
+
+
+def test_off_topic_questions_the_corpus_answers_closely_are_set_aside():
+    def pairs(qid, cosine):
+        return QueryPairs(qid, np.zeros(1), np.zeros(1), np.ones(1), np.zeros(1, dtype=int), cosine)
+
+    answerable = [pairs(f"pseudo-{i}", c) for i, c in enumerate([0.5, 0.6, 0.7])]
+    kept, set_aside = without_answered([pairs("off-0", 0.2), pairs("off-1", 0.6), pairs("off-2", 0.9)], answerable)
+    assert [q.qid for q in kept] == ["off-0"] and set_aside == ["off-1", "off-2"]
