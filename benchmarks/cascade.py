@@ -1,10 +1,11 @@
 """Warm /search with the rerank cascade on and off, on SciFact-length chunks (issue 32).
 
-    python -m benchmarks.cascade --queries 30 --arms 0,stage1:30,model:20 [--threads 1] [--repeat 2]
+    python -m benchmarks.cascade --queries 30 --arms 0,stage1:20:0.6,stage1:30:0,model:20 [--threads 1] [--repeat 2]
     python -m benchmarks.kernel_cap avx2 cascade --queries 30      (AVX2-only kernels, from this host)
 
 An arm is `0` (every candidate read), `stage1:KEEP` (the cascade in stage 1's order) or `model:KEEP` (the
-distilled first-pass model in models/first_pass picks them).
+distilled first-pass model in models/first_pass picks them), optionally `:CEILING` (the cascade reads on
+to that cascade_ceiling; 0 reads KEEP only; unset: the serving default).
 
 SciFact test claims through the pipeline in process (hybrid, recall_k 100, ≈ 230-token chunks) after
 one warm-up request per setting; the settings take turns query by query, so each sees the same
@@ -63,9 +64,13 @@ def main() -> None:
     queries = list(load_beir(args.data, "test").queries.values())[: args.queries]
 
     def ask(arm: str, query: str) -> dict[str, float]:
-        first_pass, keep = arm.split(":")
+        first_pass, keep, *ceiling = arm.split(":")
         retriever = with_model if first_pass == "model" else in_stage1_order
-        return retriever.search(query, args.recall_k, cascade_keep=int(keep)).timings
+        if ceiling:
+            reading = retriever.rerank.settings.model_copy(update={"cascade_ceiling": float(ceiling[0])})
+            retriever = dataclasses.replace(retriever, rerank=dataclasses.replace(retriever.rerank, settings=reading))
+        answer = retriever.search(query, args.recall_k, cascade_keep=int(keep))
+        return answer.timings | {"reranked": answer.reranked}
 
     for arm in arms:  # warm-up: sessions, buffers, the rate estimate
         ask(arm, queries[0])
@@ -76,21 +81,23 @@ def main() -> None:
                 runs[arm].append(ask(arm, query))
     threads = args.threads or "every CPU"
     print(f"{len(queries)} queries × {args.repeat}, recall_k {args.recall_k}, threads {threads}, warm, in process")
-    print("| first pass: keep | p50 ms | p95 ms | first pass p50 | served rerank p50 | p50 ÷ every candidate "
-          f"| $ per 1M at {args.memory_mb} MB |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    base = statistics.median(t["total_ms"] for t in runs[arms[0]]) if arms[0].endswith(":0") else None
+    print("| first pass: keep[: ceiling] | p50 ms | p95 ms | first pass p50 | served rerank p50 | pairs read, mean "
+          f"| p50 ÷ every candidate | $ per 1M at {args.memory_mb} MB |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    every = [arm for arm in arms if arm.split(":")[1] == "0"]
+    base = statistics.median(t["total_ms"] for t in runs[every[0]]) if every else None
     for arm, timings in runs.items():
         total = [t["total_ms"] for t in timings]
         p50 = statistics.median(total)
         first = statistics.median(t.get("first_pass_ms", 0.0) for t in timings)
         rerank = statistics.median(t["rerank_ms"] for t in timings)
+        reads = statistics.mean(t["reranked"] for t in timings)
         ratio = f"{p50 / base:.2f}×" if base else ""
         dollars = (p50 / 1000 * args.memory_mb / 1024 * LAMBDA_X86_PER_GB_S + LAMBDA_PER_REQUEST) * 1e6
-        name = "every candidate" if arm.endswith(":0") else arm
+        name = "every candidate" if arm in every else arm
         print(
-            f"| {name} | {p50:.0f} | {percentile(total, 0.95):.0f} | {first:.0f} | {rerank:.0f} | {ratio} "
-            f"| {dollars:.2f} |"
+            f"| {name} | {p50:.0f} | {percentile(total, 0.95):.0f} | {first:.0f} | {rerank:.0f} | {reads:.1f} "
+            f"| {ratio} | {dollars:.2f} |"
         )
 
 

@@ -18,7 +18,7 @@ from handler.artifacts import Artifacts
 from handler.calibration import Logistic
 from handler.manifest import ModelManifest
 from handler.pipeline import Retriever
-from handler.rerank import cascade_order
+from handler.rerank import cascade_order, cascade_reads
 from handler.settings import Settings
 
 CUTOFFS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
@@ -33,6 +33,7 @@ class Scores:
     docs: list[str]
     served: np.ndarray
     first_pass: np.ndarray | None
+    logits: np.ndarray | None = None  # the served reranker's (what the cascade's ceiling compares)
 
 
 @dataclass
@@ -48,21 +49,34 @@ class Runs:
         """The answer when only the first `pairs` stage-1 candidates are reranked (a deadline's)."""
         return {q: _max_by_doc(s.docs[:pairs], s.served[:pairs]) for q, s in self.scored.items()}
 
-    def cascaded(self, keep: int, score: Logistic) -> dict[str, dict[str, float]]:
+    def cascaded(self, keep: int, score: Logistic, ceiling: float | None = None) -> dict[str, dict[str, float]]:
         """The served answer when the served reranker reads the first pass's best `keep` (0: all; without a
-        first-pass model, the first `keep` in stage-1 order)."""
-        return {q: cascaded(s, keep, score) for q, s in self.scored.items()}
+        first-pass model, the first `keep` in stage-1 order), reading on to the `ceiling` logit if given."""
+        return {q: cascaded(s, keep, score, ceiling) for q, s in self.scored.items()}
+
+    def reads(self, keep: int, score: Logistic, ceiling: float | None = None) -> float:
+        """Candidates the served reranker reads per query under that cascade, on average."""
+        return float(np.mean([len(cascade_read(s, keep, score, ceiling)) for s in self.scored.values()] or [0.0]))
 
 
-def cascaded(scores: Scores, keep: int, score: Logistic) -> dict[str, float]:
+def cascade_read(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> np.ndarray:
+    """The candidates the served reranker reads under the cascade, in its reading order (serving's loop)."""
+    if not 0 < keep < len(scores.docs):
+        return np.arange(len(scores.docs))
+    order = cascade_order(scores.first_pass, score, len(scores.docs))
+    return cascade_reads(order, keep, lambda candidates: scores.logits[candidates], score, ceiling)[0]
+
+
+def cascaded(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> dict[str, float]:
     """The candidates the served reranker reads by their served score, the rest below them in the first
     pass's order (serving answers only from the first; recall@100 still sees the rest)."""
     if not 0 < keep < len(scores.docs):
         return _max_by_doc(scores.docs, scores.served)
     order = cascade_order(scores.first_pass, score, len(scores.docs))
+    read = len(cascade_read(scores, keep, score, ceiling))
     values = np.empty(len(scores.docs))
-    values[order[:keep]] = scores.served[order[:keep]]
-    values[order[keep:]] = -1.0 - np.arange(len(order) - keep)  # below every 0–1 score, and below the floor
+    values[order[:read]] = scores.served[order[:read]]
+    values[order[read:]] = -1.0 - np.arange(len(order) - read)  # below every 0–1 score, and below the floor
     return _max_by_doc(scores.docs, values)
 
 
@@ -127,7 +141,7 @@ def score_candidates(retriever: Retriever, query: str, top, seconds: dict[str, f
     """Every candidate's served score (the served reranker reading all of them, keep 0) and its first-pass
     logit, each model timed: any cascade_keep is simulated from these (Runs.cascaded)."""
     started = time.perf_counter()
-    served = retriever.rerank.candidates(query, top, keep=0).scores
+    served = retriever.rerank.candidates(query, top, keep=0)
     seconds["served"] += time.perf_counter() - started
     seconds["pairs"] += len(top)
     first_pass = None
@@ -135,7 +149,7 @@ def score_candidates(retriever: Retriever, query: str, top, seconds: dict[str, f
         started = time.perf_counter()
         first_pass = retriever.rerank.first_pass.logits(query, [c.passage for c in top.chunks])
         seconds["first_pass"] += time.perf_counter() - started
-    return Scores([c.doc_id for c in top.chunks], served, first_pass)
+    return Scores([c.doc_id for c in top.chunks], served.scores, first_pass, served.logits)
 
 
 def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
@@ -202,7 +216,10 @@ def ood_refusal(retriever: Retriever, settings: EvalSettings, keep: int, score: 
     for text in tqdm(questions.values(), desc="questions from elsewhere", unit="q"):
         top = retriever.recall(text, settings.recall_k, settings.mode)
         served = cascaded(
-            score_candidates(retriever, text, top, {"first_pass": 0.0, "served": 0.0, "pairs": 0.0}), keep, score
+            score_candidates(retriever, text, top, {"first_pass": 0.0, "served": 0.0, "pairs": 0.0}),
+            keep,
+            score,
+            retriever.rerank.ceiling_logit,
         )
         refused += not any(value >= floor for value in served.values())
     return round(refused / max(1, len(questions)), 4)
@@ -214,7 +231,9 @@ def served_keep(settings: EvalSettings, retriever: Retriever) -> int:
     return max(keep, retriever.settings.top_k) if keep else 0
 
 
-def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float) -> dict:
+def cascade_table(
+    runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float, ceiling: float | None
+) -> dict:
     """Quality and the floor's gate per cascade_keep from the same run, and the rerank time each would take:
     the first pass over every candidate plus the served reranker per pair read, both as measured here."""
     queries = max(1, len(runs.scored))
@@ -222,14 +241,17 @@ def cascade_table(runs: Runs, qrels: dict, settings: EvalSettings, score: Logist
     first_pass = runs.seconds["first_pass"] / queries
     pairs = runs.seconds["pairs"] / queries
     table = {}
+    ceilings = {"": ceiling, ", no ceiling": None} if ceiling is not None else {"": None}
     for keep in settings.cascade_keeps:
-        reads = min(keep, pairs) if keep else pairs
-        ms = ((first_pass if keep and keep < pairs else 0.0) + per_pair * reads) * 1000
-        served = runs.cascaded(keep, score)
-        table[str(keep)] = metrics(qrels, served, settings.recall_k) | {
-            "rerank_ms": round(ms, 1),
-            "gate": gate(qrels, served, floor, GATE_TOP),
-        }
+        for name, limit in ceilings.items() if 0 < keep < pairs else [("", None)]:
+            reads = runs.reads(keep, score, limit)
+            ms = ((first_pass if keep and keep < pairs else 0.0) + per_pair * reads) * 1000
+            served = runs.cascaded(keep, score, limit)
+            table[f"{keep}{name}"] = metrics(qrels, served, settings.recall_k) | {
+                "reads": round(reads, 1),
+                "rerank_ms": round(ms, 1),
+                "gate": gate(qrels, served, floor, GATE_TOP),
+            }
     return table
 
 
@@ -254,6 +276,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         rerank_max_length=settings.rerank_max_length,
         first_pass_max_length=settings.first_pass_max_length,
         **settings.stage1_store(),
+        **({} if settings.cascade_ceiling is None else {"cascade_ceiling": settings.cascade_ceiling}),
     )
     retriever = Retriever.from_settings(served)
     started = time.perf_counter()
@@ -278,10 +301,12 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
     }
     if settings.rerank:
         floor, score = retriever.rerank.floor, retriever.rerank.calibration.search
-        keep = served_keep(settings, retriever)
-        two_stage = runs.cascaded(keep, score)  # the served order and score
+        keep, ceiling = served_keep(settings, retriever), retriever.rerank.ceiling_logit
+        two_stage = runs.cascaded(keep, score, ceiling)  # the served order and score
         floored = {q: {d: score for d, score in docs.items() if score >= floor} for q, docs in two_stage.items()}
         report["cascade_keep"] = keep
+        report["cascade_ceiling"] = retriever.settings.rerank.cascade_ceiling
+        report["reads"] = round(runs.reads(keep, score, ceiling), 1)
         report["two_stage"] = metrics(qrels, two_stage, settings.recall_k)
         report["two_stage_floor"] = metrics(qrels, floored, settings.recall_k)
         report["two_stage_vs_stage1"] = significance(qrels, runs.stage1, two_stage)
@@ -289,7 +314,7 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         if settings.ood_data:
             report["gate"]["ood_refused"] = ood_refusal(retriever, settings, keep, score, floor)
         if settings.cascade_keeps:
-            report["cascade"] = cascade_table(runs, qrels, settings, score, floor)
+            report["cascade"] = cascade_table(runs, qrels, settings, score, floor, ceiling)
         if settings.rerank_budgets:
             report["rerank_budget"] = {
                 str(n): metrics(qrels, runs.budgeted(n), settings.recall_k) for n in settings.rerank_budgets
@@ -344,11 +369,13 @@ def markdown(report: dict) -> str:
             "the gate at it):\n"
         )
         gated = ("relevant kept", "irrelevant dropped", "queries refused")
-        lines.append(f"| N | {' | '.join([*names, *gated])} | rerank ms |\n| --- |" + " --- |" * (len(names) + 4))
+        lines.append(
+            f"| N | {' | '.join([*names, *gated])} | reads | rerank ms |\n| --- |" + " --- |" * (len(names) + 5)
+        )
         lines += [
             f"| {n} | "
             + " | ".join([f"{m[k]:.4f}" for k in names] + [_gate_cells(m["gate"])])
-            + f" | {m['rerank_ms']:.0f} |"
+            + f" | {m['reads']:.1f} | {m['rerank_ms']:.0f} |"
             for n, m in report["cascade"].items()
         ]
     if "rerank_budget" in report:

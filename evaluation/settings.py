@@ -46,6 +46,9 @@ class EvalSettings(Stage1Store):
         "(comma-separated; 0: every candidate), with the rerank time each would take",
     )
     first_pass_max_length: int | None = Field(None, ge=32, description="tokens per pair the first pass reads")
+    cascade_ceiling: float | None = Field(
+        None, ge=0, lt=1, description="the cascade reads on to this /rerank score (unset: the serving default; 0: off)"
+    )
     ood_data: Path | None = Field(
         None, description="another BEIR directory: the share of its questions refused against this index"
     )

@@ -57,6 +57,10 @@ class Logistic:
         the query's, the same for all of them)."""
         return self.a * np.asarray(logits, dtype=np.float64) + self.d * np.log(np.asarray(ranks, dtype=np.float64))
 
+    def logit_at(self, probability: float) -> float:
+        """The logit this score (the logit alone: Platt) maps to `probability`."""
+        return (float(np.log(probability / (1.0 - probability))) - self.b) / self.a
+
     def describe(self) -> dict[str, float | str]:
         return {
             "logit": self.a,

@@ -73,6 +73,55 @@ def cascade_order(first_pass: np.ndarray | None, score: Logistic, candidates: in
     return np.argsort(-key, kind="stable")
 
 
+CEILING_BLOCK = 10  # candidates read per step past cascade_keep
+
+
+def cascade_reads(
+    order: np.ndarray,
+    keep: int,
+    read: Callable[[np.ndarray], np.ndarray],
+    score: Logistic,
+    ceiling: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates the served reranker reads and their logits: `order`'s first `keep`, then, with a
+    `ceiling` logit, the next CEILING_BLOCK at a time while an unread candidate at that logit could still
+    take first place under `score`'s order (its stage-1 prior: the deeper the candidate, the more it needs).
+    The first place is what decides a refusal, and nDCG@10 weighs it most. `read(candidates)` returns their
+    logits; fewer than asked (a deadline) ends the reading. Serving and evaluation share this loop."""
+    wanted = order[:keep]
+    logits = read(wanted)
+    while ceiling is not None and len(logits) == len(wanted) < len(order) and len(logits):
+        done = wanted
+        best = score.order_key(logits, done + 1).max()
+        if score.order_key(ceiling, order[len(done) :].min() + 1) <= best:
+            break
+        wanted = order[: len(done) + CEILING_BLOCK]
+        logits = np.concatenate([logits, read(wanted[len(done) :])])
+    return wanted[: len(logits)], logits
+
+
+class _Reading:
+    """The served reranker reading candidates for cascade_reads, block after block: each within the token
+    budget (the first block must fit, later ones end the reading quietly) and the deadline."""
+
+    def __init__(self, rerank: Rerank, query: str, passages: list[str], budget_field, deadline, stop):
+        self.rerank, self.query, self.passages = rerank, query, passages
+        self.budget_field, self.deadline, self.stop = budget_field, deadline, stop
+        self.tokens, self.cut = 0, False
+
+    def __call__(self, candidates: np.ndarray) -> np.ndarray:
+        encodings = self.rerank.cross.encode(self.query, [self.passages[i] for i in candidates])
+        tokens = sum(len(e.ids) for e in encodings)
+        if self.budget_field:
+            if self.tokens and self.tokens + tokens > self.rerank.settings.max_rerank_tokens:
+                return np.zeros(0, dtype=np.float32)
+            self.rerank.check_budget(encodings, self.budget_field)
+        self.tokens += tokens
+        logits = self.rerank._logits_within(encodings, self.deadline, self.stop)
+        self.cut = self.cut or len(logits) < len(candidates)
+        return logits
+
+
 def default_floor(settings: RerankSettings, calibration: CalibrationRecord | None) -> tuple[float, str]:
     """The floor and where it came from: the settings, the reranker's calibration, or none (0)."""
     if settings.floor is not None:
@@ -118,8 +167,11 @@ class Rerank:
     @property
     def cascade(self) -> str:
         """How the cascade runs by default: off, or its first pass and keep."""
-        keep = self.settings.cascade_keep
-        return f"{'first-pass model' if self.first_pass else 'stage-1 order'}, keep {keep}" if keep else "off"
+        keep, ceiling = self.settings.cascade_keep, self.settings.cascade_ceiling
+        if not keep:
+            return "off"
+        reads_on = f", reading on to ceiling {ceiling}" if ceiling else ""
+        return f"{'first-pass model' if self.first_pass else 'stage-1 order'}, keep {keep}{reads_on}"
 
     @property
     def score_model(self) -> dict[str, float | bool | str]:
@@ -156,12 +208,10 @@ class Rerank:
             first = self.first_pass.logits_encoded(encodings, stop)
             lap("first_pass")
         if cascading:
-            order = cascade_order(first, self.calibration.search, len(passages))[:keep]
-        encodings = self.cross.encode(query, [passages[i] for i in order])
-        if budget_field:
-            self.check_budget(encodings, budget_field)
-        read_logits = self._logits_within(encodings, deadline, stop)
-        read = order[: len(read_logits)]
+            order = cascade_order(first, self.calibration.search, len(passages))
+        reading = _Reading(self, query, passages, budget_field, deadline, stop)
+        ceiling, score = self.ceiling_logit if cascading else None, self.calibration.search
+        read, read_logits = cascade_reads(order, keep if cascading else len(order), reading, score, ceiling)
         cosines = recalled.cosines
         logits = np.full(len(passages), np.nan, dtype=np.float32)
         scores = np.full(len(passages), np.nan, dtype=np.float32)
@@ -169,7 +219,13 @@ class Rerank:
         scores[read] = self.calibration.search(
             read_logits, cosines[read], read + 1, query_cosine=cosines.max(initial=0.0)
         )
-        return Scored(logits, scores, first, deadline_cut=len(read) < len(order), cascade_keep=keep if cascading else 0)
+        return Scored(logits, scores, first, deadline_cut=reading.cut, cascade_keep=keep if cascading else 0)
+
+    @property
+    def ceiling_logit(self) -> float | None:
+        """The logit the cascade assumes no unread candidate exceeds (cascade_ceiling as a /rerank score)."""
+        ceiling = self.settings.cascade_ceiling
+        return self.calibration.rerank.logit_at(ceiling) if ceiling else None
 
     def _logits_within(self, encodings: list, deadline: float | None, stop: threading.Event | None) -> np.ndarray:
         """All logits when the measured rate says they fit the deadline (then exactly as without one);

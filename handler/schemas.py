@@ -50,8 +50,9 @@ class SearchRequest(BaseModel):
         None,
         ge=0,
         le=MAX_RECALL_K,
-        description="the rerank cascade: the served reranker reads only the first pass's best cascade_keep "
-        "candidates (at least top_k); 0: every candidate (default: the deployment's)",
+        description="the rerank cascade: the served reranker reads the first pass's best cascade_keep "
+        "candidates (at least top_k), and more only while an unread one could still come first (the "
+        "deployment's cascade_ceiling); 0: every candidate (default: the deployment's)",
     )
 
     _counts = field_validator("recall_k", "top_k", "deadline_ms", "cascade_keep", mode="before")(_whole_number)

@@ -25,8 +25,9 @@ SETTINGS_CONFIG = SettingsConfigDict(env_prefix="TWOSTAGE_", extra="forbid", pop
 
 MAX_RECALL_K = 1000
 MAX_TOP_K = 200
-CASCADE_KEEP = 30  # chosen on the reranker's dev queries (docs/results.md §16)
+CASCADE_KEEP = 20  # chosen on the reranker's dev queries (docs/results.md §16)
 CASCADE_FIRST_PASS = "stage1"  # chosen with CASCADE_KEEP on the same dev queries (docs/results.md §16)
+CASCADE_CEILING = 0.6  # chosen with CASCADE_KEEP on the same dev queries (docs/results.md §16)
 FIRST_PASS_MAX_LENGTH = 128  # the distilled first pass's length, chosen on the dev queries (docs/results.md §16)
 
 
@@ -223,8 +224,16 @@ class RerankSettings(BaseSettings):
         CASCADE_KEEP,
         ge=0,
         le=MAX_RECALL_K,
-        description="the rerank cascade: the served reranker reads only the first pass's best cascade_keep "
-        "candidates (at least top_k); 0: it reads every candidate",
+        description="the rerank cascade: the served reranker reads the first pass's best cascade_keep "
+        "candidates (at least top_k), then reads on as cascade_ceiling says; 0: it reads every candidate",
+    )
+    cascade_ceiling: float = Field(
+        CASCADE_CEILING,
+        ge=0,
+        lt=1,
+        description="the cascade reads on past cascade_keep, 10 candidates at a time, while an unread candidate "
+        "whose /rerank score reached cascade_ceiling could still take first place under the served order "
+        "(its stage-1 prior included); 0: it reads cascade_keep only",
     )
     cascade_first_pass: Literal["stage1", "model"] = Field(
         CASCADE_FIRST_PASS,

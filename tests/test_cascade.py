@@ -12,9 +12,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from handler.api import create_app
+from handler.calibration import Logistic
 from handler.errors import ArtifactError
 from handler.pipeline import Retriever
-from handler.settings import Settings
+from handler.rerank import CEILING_BLOCK, cascade_reads
+from handler.settings import CASCADE_CEILING, CASCADE_KEEP, Settings
 from model_export.export import ExportError, export_all
 from model_export.settings import ExportSettings
 from tests.test_eval import tiny_beir  # noqa: F401  (fixture)
@@ -24,7 +26,9 @@ QUERY = "How much Veltrazine should a 7-year-old child take?"
 
 @pytest.fixture(scope="module")
 def cascading(cascade_artifacts):
-    return Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts, cascade_first_pass="model"))
+    # reading on past cascade_keep is tested on its own below: here the cascade reads exactly its keep
+    settings = Settings(artifacts_dir=cascade_artifacts, cascade_first_pass="model", cascade_ceiling=0)
+    return Retriever.from_settings(settings)
 
 
 def test_the_first_pass_loads_bound_to_the_served_reranker(cascading):
@@ -78,6 +82,43 @@ def test_the_api_says_what_ran_and_refuses_bad_values(cascading):
         assert answer.status_code == 422 and answer.json()["details"][0]["field"] == "cascade_keep", bad
     with pytest.raises(ValueError, match="cascade_keep"):
         Settings(cascade_keep=-1)
+
+
+def test_cascade_reads_on_while_an_unread_candidate_could_take_first_place():
+    score = Logistic(a=1.0, d=-4.0)  # the served order: logit − 4·ln(rank)
+    logits = np.zeros(20, dtype=np.float32)
+    logits[[0, 1, 4]] = 2.0, 1.0, 9.0
+    order = np.arange(len(logits))
+    asked = []
+
+    def read(candidates):
+        asked.append(candidates.tolist())
+        return logits[candidates]
+
+    read_only, _ = cascade_reads(order, 3, read, score)  # no ceiling: the keep, in one read
+    assert read_only.tolist() == [0, 1, 2] and asked == [[0, 1, 2]]
+    # ceiling 8: rank 4 at 8 − 4·ln 4 ≈ 2.5 could beat the best read (2.0): read on; after the 9.0 at rank 5
+    # (9 − 4·ln 5 ≈ 2.6), rank 14 at 8 − 4·ln 14 ≈ −2.6 could not: stop
+    read_on, values = cascade_reads(order, 3, read, score, ceiling=8.0)
+    assert read_on.tolist() == list(range(3 + CEILING_BLOCK)) and values[4] == 9.0
+    low, _ = cascade_reads(order, 3, read, score, ceiling=2.0)  # 2 − 4·ln 4 < 2: nothing unread could lead
+    assert low.tolist() == [0, 1, 2]
+    cut, _ = cascade_reads(order, 3, lambda c: logits[c][:2], score, ceiling=50.0)  # a deadline read fewer
+    assert cut.tolist() == [0, 1]
+
+
+def test_a_ceiling_no_logit_reaches_reads_every_candidate_and_none_reads_the_keep(cascade_artifacts):
+    high = Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts, cascade_ceiling=0.999999))
+    everything = high.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=0)
+    answer = high.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=12)
+    assert answer.reranked == 60 and answer.cascade_keep == 12 and "reading on" in high.rerank.cascade
+    assert [(r.id, r.chunk, r.score) for r in answer.results] == [(r.id, r.chunk, r.score) for r in everything.results]
+    off = Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts, cascade_ceiling=0))
+    assert off.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=12).reranked == 12
+    assert "reading on" not in off.rerank.cascade
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="cascade_ceiling"):
+            Settings(cascade_ceiling=bad)
 
 
 def test_a_bad_cascade_keep_flag_is_a_usage_error(capsys):
@@ -135,30 +176,36 @@ def test_eval_reports_quality_and_time_per_cascade_keep(
         eval_dir=tmp_path / "eval",
         mode="hybrid",
         recall_k=40,
-        cascade_keeps=[5, 30, 0],
-        rerank_budgets=[30],
+        cascade_keeps=[5, CASCADE_KEEP, 0],
+        rerank_budgets=[CASCADE_KEEP],
     )
     report = evaluate_dataset(settings)
-    assert report["cascade_keep"] == 30 and set(report["cascade"]) == {"5", "30", "0"}
-    assert report["cascade"]["30"]["ndcg@10"] == report["two_stage"]["ndcg@10"]
+    table, keep, plain = report["cascade"], str(CASCADE_KEEP), f"{CASCADE_KEEP}, no ceiling"
+    assert report["cascade_keep"] == CASCADE_KEEP and set(table) == {"5", "5, no ceiling", keep, plain, "0"}
+    assert table[keep]["ndcg@10"] == report["two_stage"]["ndcg@10"] and report["reads"] == table[keep]["reads"]
+    assert table[plain]["reads"] == CASCADE_KEEP <= table[keep]["reads"] <= 40 and table["0"]["reads"] == 40
     if first_pass == "stage1":  # the cascade in stage-1 order is the deadline's cut at the same count
-        assert report["cascade"]["30"]["ndcg@10"] == report["rerank_budget"]["30"]["ndcg@10"]
-    assert report["cascade"]["5"]["rerank_ms"] < report["cascade"]["0"]["rerank_ms"]
+        assert table[plain]["ndcg@10"] == report["rerank_budget"][keep]["ndcg@10"]
+    assert table["5, no ceiling"]["rerank_ms"] < table["0"]["rerank_ms"]
+    assert table["5, no ceiling"]["rerank_ms"] <= table["5"]["rerank_ms"]  # reading on costs its reads
     off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
     assert off["cascade_keep"] == 0
-    assert {k: v for k, v in report["cascade"]["0"].items() if k not in ("rerank_ms", "gate")} == off["two_stage"]
-    assert report["cascade"]["0"]["gate"] == off["gate"] and report["cascade"]["30"]["gate"] == report["gate"]
+    assert {k: v for k, v in table["0"].items() if k not in ("reads", "rerank_ms", "gate")} == off["two_stage"]
+    assert table["0"]["gate"] == off["gate"] and table[keep]["gate"] == report["gate"]
     assert "queries refused" in markdown(report)
 
 
 def test_by_default_the_cascade_reads_the_first_candidates_in_stage1_order(retriever):
     answer = retriever.search(QUERY, recall_k=50, floor=0.0)
-    assert (answer.first_pass, answer.cascade_keep, answer.reranked) == (0, 30, 30)
-    assert "first_pass_ms" not in answer.timings and all(r.stage1_rank <= 30 for r in answer.results)
-    full = retriever.rerank.candidates(QUERY, retriever.recall(QUERY, 50, "hybrid"), keep=0)
+    assert (answer.first_pass, answer.cascade_keep) == (0, CASCADE_KEEP) and CASCADE_KEEP <= answer.reranked <= 50
+    recalled = retriever.recall(QUERY, 50, "hybrid")
+    read = np.flatnonzero(retriever.rerank.candidates(QUERY, recalled).read)
+    assert read.tolist() == list(range(answer.reranked))  # the first ones, in stage-1 order
+    assert "first_pass_ms" not in answer.timings and all(r.stage1_rank <= answer.reranked for r in answer.results)
+    full = retriever.rerank.candidates(QUERY, recalled, keep=0)
     for result in answer.results:  # the served scores, as if every candidate had been read
         assert result.score == pytest.approx(float(full.scores[result.stage1_rank - 1]), abs=1e-5)
-    assert retriever.rerank.cascade == "stage-1 order, keep 30"
+    assert retriever.rerank.cascade == f"stage-1 order, keep {CASCADE_KEEP}, reading on to ceiling {CASCADE_CEILING}"
     assert dataclasses.replace(retriever.rerank, settings=Settings(cascade_keep=0).rerank).cascade == "off"
 
 

@@ -145,6 +145,7 @@ def query_flags(artifacts) -> dict[str, tuple[str, object]]:
         "rerank_tokens_per_s": ("3000", 3000.0),
         "cascade_keep": ("15", 15),
         "cascade_first_pass": ("stage1", "stage1"),
+        "cascade_ceiling": ("0.7", 0.7),
         "first_pass_max_length": ("128", 128),
         "max_body_bytes": ("2000000", 2000000),
         "body_timeout_s": ("5", 5.0),
