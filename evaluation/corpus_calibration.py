@@ -19,11 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.evaluate import eval_index
-from evaluation.pseudo_queries import (
-    corpus_without_spans,
-    off_topic_questions,
-    write_pseudo_queries,
-)
+from evaluation.pseudo_queries import corpus_without_spans, off_topic_questions, write_pseudo_queries
 from evaluation.score_fit import (
     QueryPairs,
     answerable_best,

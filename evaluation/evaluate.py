@@ -56,24 +56,23 @@ class Runs:
 
     def reads(self, keep: int, score: Logistic, ceiling: float | None = None) -> float:
         """Candidates the served reranker reads per query under that cascade, on average."""
-        return float(np.mean([len(cascade_read(s, keep, score, ceiling)) for s in self.scored.values()] or [0.0]))
+        return float(np.mean([cascade_read(s, keep, score, ceiling)[1] for s in self.scored.values()] or [0.0]))
 
 
-def cascade_read(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> np.ndarray:
-    """The candidates the served reranker reads under the cascade, in its reading order (serving's loop)."""
+def cascade_read(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> tuple[np.ndarray, int]:
+    """The cascade's reading order and how many of its first the served reranker reads (serving's loop)."""
     if not 0 < keep < len(scores.docs):
-        return np.arange(len(scores.docs))
+        return np.arange(len(scores.docs)), len(scores.docs)
     order = cascade_order(scores.first_pass, score, len(scores.docs))
-    return cascade_reads(order, keep, lambda candidates: scores.logits[candidates], score, ceiling)[0]
+    return order, len(cascade_reads(order, keep, lambda candidates: scores.logits[candidates], score, ceiling)[0])
 
 
 def cascaded(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> dict[str, float]:
     """The candidates the served reranker reads by their served score, the rest below them in the first
     pass's order (serving answers only from the first; recall@100 still sees the rest)."""
-    if not 0 < keep < len(scores.docs):
+    order, read = cascade_read(scores, keep, score, ceiling)
+    if read == len(order):
         return _max_by_doc(scores.docs, scores.served)
-    order = cascade_order(scores.first_pass, score, len(scores.docs))
-    read = len(cascade_read(scores, keep, score, ceiling))
     values = np.empty(len(scores.docs))
     values[order[:read]] = scores.served[order[:read]]
     values[order[read:]] = -1.0 - np.arange(len(order) - read)  # below every 0–1 score, and below the floor

@@ -90,13 +90,12 @@ def cascade_reads(
     logits; fewer than asked (a deadline) ends the reading. Serving and evaluation share this loop."""
     wanted = order[:keep]
     logits = read(wanted)
-    while ceiling is not None and len(logits) == len(wanted) < len(order) and len(logits):
-        done = wanted
-        best = score.order_key(logits, done + 1).max()
-        if score.order_key(ceiling, order[len(done) :].min() + 1) <= best:
+    while ceiling is not None and len(logits) == len(wanted) < len(order):
+        best = score.order_key(logits, wanted + 1).max()
+        if score.order_key(ceiling, order[len(wanted) :].min() + 1) <= best:
             break
-        wanted = order[: len(done) + CEILING_BLOCK]
-        logits = np.concatenate([logits, read(wanted[len(done) :])])
+        wanted = order[: len(wanted) + CEILING_BLOCK]
+        logits = np.concatenate([logits, read(wanted[len(logits) :])])
     return wanted[: len(logits)], logits
 
 
