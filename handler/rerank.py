@@ -143,17 +143,6 @@ def check_teacher(first_pass: CrossScorer, cross: CrossScorer) -> None:
         )
 
 
-def check_ceiling(settings: RerankSettings, calibration: Calibration, cross: CrossScorer) -> None:
-    """cascade_ceiling becomes a logit through the reranker's Platt fit, which needs a rising slope (a
-    calibration whose score falls as the logit rises is broken for every use, and has no such logit)."""
-    if settings.cascade_ceiling and calibration.rerank.a <= 0:
-        raise ArtifactError(
-            cross.model_dir / "manifest.json",
-            f"calibration.platt.a is {calibration.rerank.a}: the score must rise with the logit; recalibrate "
-            "(`twostage calibrate`) or set TWOSTAGE_CASCADE_CEILING=0 (the cascade reads cascade_keep only)",
-        )
-
-
 @dataclass
 class Rerank:
     cross: CrossScorer
@@ -171,7 +160,6 @@ class Rerank:
             check_teacher(first_pass, cross)
         floor, source = default_floor(settings, cross.manifest.calibration)
         calibration = Calibration.from_record(cross.manifest.calibration)
-        check_ceiling(settings, calibration, cross)
         rate = RerankRate(settings.rerank_tokens_per_s)
         return cls(cross, settings, calibration, floor, source, rate, first_pass)
 

@@ -140,18 +140,6 @@ def test_a_first_pass_of_another_reranker_fails_init_naming_it(cascade_artifacts
         Retriever.from_settings(Settings(artifacts_dir=root, cascade_first_pass="model"))
 
 
-def test_a_ceiling_over_a_calibration_that_falls_with_the_logit_fails_init_naming_it(cascade_artifacts, tmp_path):
-    root = tmp_path / "artifacts"
-    shutil.copytree(cascade_artifacts, root)
-    manifest = root / "models" / "cross" / "manifest.json"
-    data = json.loads(manifest.read_text())
-    data["calibration"] = {"platt": {"a": 0.0, "b": 0.0}, "source": "labels"}
-    manifest.write_text(json.dumps(data))
-    with pytest.raises(ArtifactError, match=r"cross/manifest\.json: calibration\.platt\.a is 0\.0"):
-        Retriever.from_settings(Settings(artifacts_dir=root))
-    assert Retriever.from_settings(Settings(artifacts_dir=root, cascade_ceiling=0)).rerank.ceiling_logit is None
-
-
 def test_asking_for_the_first_pass_model_without_one_fails_init_naming_it(artifacts):
     with pytest.raises(ArtifactError, match="first_pass"):
         Retriever.from_settings(Settings(artifacts_dir=artifacts, cascade_first_pass="model"))
