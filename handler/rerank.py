@@ -143,6 +143,14 @@ def check_teacher(first_pass: CrossScorer, cross: CrossScorer) -> None:
         )
 
 
+def reading_on_logit(ceiling: float, calibration: Calibration) -> float | None:
+    """cascade_ceiling (a /rerank score) as a logit through the reranker's Platt fit. A fit that does not
+    rise with the logit has no such logit (a flat one would divide by zero): then the cascade reads its keep."""
+    if not ceiling or calibration.rerank.a <= 0 or calibration.search.a <= 0:
+        return None
+    return calibration.rerank.logit_at(ceiling)
+
+
 @dataclass
 class Rerank:
     cross: CrossScorer
@@ -161,6 +169,14 @@ class Rerank:
         floor, source = default_floor(settings, cross.manifest.calibration)
         calibration = Calibration.from_record(cross.manifest.calibration)
         rate = RerankRate(settings.rerank_tokens_per_s)
+        if settings.cascade_ceiling and reading_on_logit(settings.cascade_ceiling, calibration) is None:
+            log.warning(
+                "cascade_ceiling %s ignored: the reranker's calibration does not rise with its logit (slopes %s, %s),"
+                " so the cascade reads only cascade_keep; recalibrate (`twostage calibrate`)",
+                settings.cascade_ceiling,
+                calibration.rerank.a,
+                calibration.search.a,
+            )
         return cls(cross, settings, calibration, floor, source, rate, first_pass)
 
     @property
@@ -169,7 +185,7 @@ class Rerank:
         keep, ceiling = self.settings.cascade_keep, self.settings.cascade_ceiling
         if not keep:
             return "off"
-        reads_on = f", reading on to ceiling {ceiling}" if ceiling else ""
+        reads_on = f", reading on to ceiling {ceiling}" if self.ceiling_logit is not None else ""
         return f"{'first-pass model' if self.first_pass else 'stage-1 order'}, keep {keep}{reads_on}"
 
     @property
@@ -222,9 +238,8 @@ class Rerank:
 
     @property
     def ceiling_logit(self) -> float | None:
-        """The logit the cascade assumes no unread candidate exceeds (cascade_ceiling as a /rerank score)."""
-        ceiling = self.settings.cascade_ceiling
-        return self.calibration.rerank.logit_at(ceiling) if ceiling else None
+        """The logit the cascade assumes no unread candidate exceeds; None: it reads only its keep."""
+        return reading_on_logit(self.settings.cascade_ceiling, self.calibration)
 
     def _logits_within(self, encodings: list, deadline: float | None, stop: threading.Event | None) -> np.ndarray:
         """All logits when the measured rate says they fit the deadline (then exactly as without one);

@@ -140,6 +140,20 @@ def test_a_first_pass_of_another_reranker_fails_init_naming_it(cascade_artifacts
         Retriever.from_settings(Settings(artifacts_dir=root, cascade_first_pass="model"))
 
 
+@pytest.mark.parametrize("slope", [0.0, -0.0088])
+def test_a_calibration_that_does_not_rise_reads_the_keep_with_a_warning(cascade_artifacts, tmp_path, caplog, slope):
+    # a flat Platt fit has no logit for the ceiling (it would divide by zero at every /search)
+    root = tmp_path / "artifacts"
+    shutil.copytree(cascade_artifacts, root)
+    manifest = root / "models" / "cross" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["calibration"] = {"platt": {"a": slope, "b": 0.5}}
+    manifest.write_text(json.dumps(data))
+    retriever = Retriever.from_settings(Settings(artifacts_dir=root, cascade_ceiling=0.6))
+    assert "cascade_ceiling 0.6 ignored" in caplog.text and "reading on" not in retriever.rerank.cascade
+    assert retriever.search(QUERY, recall_k=60, top_k=5, floor=0.0, cascade_keep=12).reranked == 12
+
+
 def test_asking_for_the_first_pass_model_without_one_fails_init_naming_it(artifacts):
     with pytest.raises(ArtifactError, match="first_pass"):
         Retriever.from_settings(Settings(artifacts_dir=artifacts, cascade_first_pass="model"))
