@@ -161,7 +161,7 @@ def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
 
 
 def significance(qrels: dict, stage1: dict, two_stage: dict, metric: str = "ndcg@10") -> dict:
-    """Two-stage against stage 1, per query: paired t-test (ranx) and wins/ties/losses."""
+    """A run (`two_stage`) against a baseline (`stage1`), per query: paired t-test (ranx), wins/ties/losses."""
     from ranx import Qrels, Run, compare
 
     runs = [
@@ -239,7 +239,7 @@ def cascade_table(
     per_pair = runs.seconds["served"] / max(1.0, runs.seconds["pairs"])
     first_pass = runs.seconds["first_pass"] / queries
     pairs = runs.seconds["pairs"] / queries
-    table = {}
+    table, every = {}, runs.cascaded(0, score)
     ceilings = {"": ceiling, ", no ceiling": None} if ceiling is not None else {"": None}
     for keep in settings.cascade_keeps:
         for name, limit in ceilings.items() if 0 < keep < pairs else [("", None)]:
@@ -250,6 +250,7 @@ def cascade_table(
                 "reads": round(reads, 1),
                 "rerank_ms": round(ms, 1),
                 "gate": gate(qrels, served, floor, GATE_TOP),
+                "vs_every_candidate": significance(qrels, every, served),
             }
     return table
 
@@ -346,6 +347,12 @@ def _p(value: float) -> str:
     return "< 0.0001" if value < 1e-4 else f"= {value:.4f}"
 
 
+def _versus(sig: dict) -> str:
+    return "{:+.4f}, p {}, better / tied / worse {} / {} / {}".format(
+        sig["delta"], _p(sig["p_value"]), *sig["wins_ties_losses"]
+    )
+
+
 def markdown(report: dict) -> str:
     stages = [s for s in ("stage1", "two_stage", "two_stage_floor") if s in report]
     names = list(report["stage1"])
@@ -369,12 +376,13 @@ def markdown(report: dict) -> str:
         )
         gated = ("relevant kept", "irrelevant dropped", "queries refused")
         lines.append(
-            f"| N | {' | '.join([*names, *gated])} | reads | rerank ms |\n| --- |" + " --- |" * (len(names) + 5)
+            f"| N | {' | '.join([*names, *gated])} | reads | rerank ms | nDCG@10 − every candidate |\n| --- |"
+            + " --- |" * (len(names) + 6)
         )
         lines += [
             f"| {n} | "
             + " | ".join([f"{m[k]:.4f}" for k in names] + [_gate_cells(m["gate"])])
-            + f" | {m['reads']:.1f} | {m['rerank_ms']:.0f} |"
+            + f" | {m['reads']:.1f} | {m['rerank_ms']:.0f} | {_versus(m['vs_every_candidate'])} |"
             for n, m in report["cascade"].items()
         ]
     if "rerank_budget" in report:

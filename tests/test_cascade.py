@@ -204,9 +204,15 @@ def test_eval_reports_quality_and_time_per_cascade_keep(
     assert table["5, no ceiling"]["rerank_ms"] <= table["5"]["rerank_ms"]  # reading on costs its reads
     off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
     assert off["cascade_keep"] == 0
-    assert {k: v for k, v in table["0"].items() if k not in ("reads", "rerank_ms", "gate")} == off["two_stage"]
+    assert {
+        k: v for k, v in table["0"].items() if k not in ("reads", "rerank_ms", "gate", "vs_every_candidate")
+    } == off["two_stage"]
     assert table["0"]["gate"] == off["gate"] and table[keep]["gate"] == report["gate"]
-    assert "queries refused" in markdown(report)
+    # each setting against reading every candidate, query by query (every candidate ties with itself)
+    versus = table[plain]["vs_every_candidate"]
+    assert versus["delta"] == pytest.approx(table[plain]["ndcg@10"] - table["0"]["ndcg@10"], abs=2e-4)
+    assert sum(versus["wins_ties_losses"]) == report["queries"] and table["0"]["vs_every_candidate"]["delta"] == 0
+    assert "queries refused" in markdown(report) and "better / tied / worse" in markdown(report)
 
 
 def test_by_default_the_cascade_reads_the_first_candidates_in_stage1_order(retriever):
