@@ -151,6 +151,17 @@ def reading_on_logit(ceiling: float, calibration: Calibration) -> float | None:
     return calibration.rerank.logit_at(ceiling)
 
 
+def warn_if_no_reading_on(ceiling: float, calibration: Calibration) -> None:
+    if ceiling and reading_on_logit(ceiling, calibration) is None:
+        log.warning(
+            "cascade_ceiling %s ignored: the reranker's calibration does not rise with its logit (slopes %s, %s),"
+            " so the cascade reads only cascade_keep; recalibrate (`twostage calibrate`)",
+            ceiling,
+            calibration.rerank.a,
+            calibration.search.a,
+        )
+
+
 @dataclass
 class Rerank:
     cross: CrossScorer
@@ -169,14 +180,7 @@ class Rerank:
         floor, source = default_floor(settings, cross.manifest.calibration)
         calibration = Calibration.from_record(cross.manifest.calibration)
         rate = RerankRate(settings.rerank_tokens_per_s)
-        if settings.cascade_ceiling and reading_on_logit(settings.cascade_ceiling, calibration) is None:
-            log.warning(
-                "cascade_ceiling %s ignored: the reranker's calibration does not rise with its logit (slopes %s, %s),"
-                " so the cascade reads only cascade_keep; recalibrate (`twostage calibrate`)",
-                settings.cascade_ceiling,
-                calibration.rerank.a,
-                calibration.search.a,
-            )
+        warn_if_no_reading_on(settings.cascade_ceiling, calibration)
         return cls(cross, settings, calibration, floor, source, rate, first_pass)
 
     @property
