@@ -18,7 +18,7 @@ from handler.artifacts import Artifacts
 from handler.calibration import Logistic
 from handler.manifest import ModelManifest
 from handler.pipeline import Retriever
-from handler.rerank import cascade_order, cascade_reads
+from handler.rerank import Rerank, cascade_order, cascade_reads, reading_on_logit
 from handler.settings import Settings
 
 CUTOFFS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
@@ -56,7 +56,11 @@ class Runs:
 
     def reads(self, keep: int, score: Logistic, ceiling: float | None = None) -> float:
         """Candidates the served reranker reads per query under that cascade, on average."""
-        return float(np.mean([cascade_read(s, keep, score, ceiling)[1] for s in self.scored.values()] or [0.0]))
+        return float(np.mean(self.read_counts(keep, score, ceiling) or [0.0]))
+
+    def read_counts(self, keep: int, score: Logistic, ceiling: float | None = None) -> list[int]:
+        """Candidates the served reranker reads, query by query."""
+        return [cascade_read(s, keep, score, ceiling)[1] for s in self.scored.values()]
 
 
 def cascade_read(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> tuple[np.ndarray, int]:
@@ -230,24 +234,38 @@ def served_keep(settings: EvalSettings, retriever: Retriever) -> int:
     return max(keep, retriever.settings.top_k) if keep else 0
 
 
+def table_ceilings(settings: EvalSettings, rerank: Rerank) -> dict[str, float | None]:
+    """The reading-on ceilings (as logits) each cascade_keep is scored with: the served one, none, and
+    each of --cascade-ceilings; a name suffix for each."""
+    served = rerank.ceiling_logit
+    ceilings = {"": served} | ({} if served is None else {", no ceiling": None})
+    for value in settings.cascade_ceilings:
+        logit = reading_on_logit(value, rerank.calibration)
+        if logit is not None and logit not in ceilings.values():
+            ceilings[f", ceiling {value:g}"] = logit
+    return ceilings
+
+
 def cascade_table(
-    runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float, ceiling: float | None
+    runs: Runs, qrels: dict, settings: EvalSettings, score: Logistic, floor: float, ceilings: dict
 ) -> dict:
-    """Quality and the floor's gate per cascade_keep from the same run, and the rerank time each would take:
-    the first pass over every candidate plus the served reranker per pair read, both as measured here."""
+    """Quality and the floor's gate per cascade_keep (and reading-on ceiling) from the same run, and the rerank
+    time each would take: the first pass over every candidate plus the served reranker per pair read, both
+    as measured here."""
     queries = max(1, len(runs.scored))
     per_pair = runs.seconds["served"] / max(1.0, runs.seconds["pairs"])
     first_pass = runs.seconds["first_pass"] / queries
     pairs = runs.seconds["pairs"] / queries
     table, every = {}, runs.cascaded(0, score)
-    ceilings = {"": ceiling, ", no ceiling": None} if ceiling is not None else {"": None}
     for keep in settings.cascade_keeps:
         for name, limit in ceilings.items() if 0 < keep < pairs else [("", None)]:
-            reads = runs.reads(keep, score, limit)
+            counts = runs.read_counts(keep, score, limit)
+            reads = float(np.mean(counts or [0.0]))
             ms = ((first_pass if keep and keep < pairs else 0.0) + per_pair * reads) * 1000
             served = runs.cascaded(keep, score, limit)
             table[f"{keep}{name}"] = metrics(qrels, served, settings.recall_k) | {
                 "reads": round(reads, 1),
+                "reads_p50": float(np.median(counts or [0])),
                 "rerank_ms": round(ms, 1),
                 "gate": gate(qrels, served, floor, GATE_TOP),
                 "vs_every_candidate": significance(qrels, every, served),
@@ -314,7 +332,9 @@ def evaluate_dataset(settings: EvalSettings) -> dict:
         if settings.ood_data:
             report["gate"]["ood_refused"] = ood_refusal(retriever, settings, keep, score, floor)
         if settings.cascade_keeps:
-            report["cascade"] = cascade_table(runs, qrels, settings, score, floor, ceiling)
+            report["cascade"] = cascade_table(
+                runs, qrels, settings, score, floor, table_ceilings(settings, retriever.rerank)
+            )
         if settings.rerank_budgets:
             report["rerank_budget"] = {
                 str(n): metrics(qrels, runs.budgeted(n), settings.recall_k) for n in settings.rerank_budgets
@@ -376,13 +396,13 @@ def markdown(report: dict) -> str:
         )
         gated = ("relevant kept", "irrelevant dropped", "queries refused")
         lines.append(
-            f"| N | {' | '.join([*names, *gated])} | reads | rerank ms | nDCG@10 − every candidate |\n| --- |"
-            + " --- |" * (len(names) + 6)
+            f"| N | {' | '.join([*names, *gated])} | reads, mean / p50 | rerank ms | nDCG@10 − every candidate |"
+            "\n| --- |" + " --- |" * (len(names) + 6)
         )
         lines += [
             f"| {n} | "
             + " | ".join([f"{m[k]:.4f}" for k in names] + [_gate_cells(m["gate"])])
-            + f" | {m['reads']:.1f} | {m['rerank_ms']:.0f} | {_versus(m['vs_every_candidate'])} |"
+            + f" | {m['reads']:.1f} / {m['reads_p50']:g} | {m['rerank_ms']:.0f} | {_versus(m['vs_every_candidate'])} |"
             for n, m in report["cascade"].items()
         ]
     if "rerank_budget" in report:

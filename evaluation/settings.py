@@ -49,12 +49,17 @@ class EvalSettings(Stage1Store):
     cascade_ceiling: float | None = Field(
         None, ge=0, lt=1, description="the cascade reads on to this /rerank score (unset: the serving default; 0: off)"
     )
+    cascade_ceilings: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], NoDecode] = Field(
+        [],
+        description="with cascade_keeps: also score each keep reading on to each of these /rerank scores "
+        "(comma-separated; the served ceiling and no ceiling are always scored)",
+    )
     ood_data: Path | None = Field(
         None, description="another BEIR directory: the share of its questions refused against this index"
     )
     ood_split: str = Field("test", description="split of ood_data whose queries are asked")
 
-    @field_validator("rerank_budgets", "cascade_keeps", mode="before")
+    @field_validator("rerank_budgets", "cascade_keeps", "cascade_ceilings", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         return [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value

@@ -191,11 +191,15 @@ def test_eval_reports_quality_and_time_per_cascade_keep(
         mode="hybrid",
         recall_k=40,
         cascade_keeps=[5, CASCADE_KEEP, 0],
+        cascade_ceilings=[0.99, CASCADE_CEILING],  # the served one is not scored twice
         rerank_budgets=[CASCADE_KEEP],
     )
     report = evaluate_dataset(settings)
     table, keep, plain = report["cascade"], str(CASCADE_KEEP), f"{CASCADE_KEEP}, no ceiling"
-    assert report["cascade_keep"] == CASCADE_KEEP and set(table) == {"5", "5, no ceiling", keep, plain, "0"}
+    high = f"{CASCADE_KEEP}, ceiling 0.99"
+    assert report["cascade_keep"] == CASCADE_KEEP
+    assert set(table) == {"5", "5, no ceiling", "5, ceiling 0.99", keep, plain, high, "0"}
+    assert table[high]["reads"] >= table[keep]["reads"] and table[high]["reads_p50"] >= table[keep]["reads_p50"]
     assert table[keep]["ndcg@10"] == report["two_stage"]["ndcg@10"] and report["reads"] == table[keep]["reads"]
     assert table[plain]["reads"] == CASCADE_KEEP <= table[keep]["reads"] <= 40 and table["0"]["reads"] == 40
     if first_pass == "stage1":  # the cascade in stage-1 order is the deadline's cut at the same count
@@ -205,7 +209,9 @@ def test_eval_reports_quality_and_time_per_cascade_keep(
     off = evaluate_dataset(settings.model_copy(update={"cascade_keep": 0, "cascade_keeps": []}))
     assert off["cascade_keep"] == 0
     assert {
-        k: v for k, v in table["0"].items() if k not in ("reads", "rerank_ms", "gate", "vs_every_candidate")
+        k: v
+        for k, v in table["0"].items()
+        if k not in ("reads", "reads_p50", "rerank_ms", "gate", "vs_every_candidate")
     } == off["two_stage"]
     assert table["0"]["gate"] == off["gate"] and table[keep]["gate"] == report["gate"]
     # each setting against reading every candidate, query by query (every candidate ties with itself)
