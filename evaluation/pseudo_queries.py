@@ -2,11 +2,13 @@
 
 Each pseudo-query comes from one document and names it as its answer; every other document is padding
 for it. How it is written (`kind`):
-- `sentence` (the default): one sentence of the document's text, removed from that document (the
-  inverse cloze task), so that stage 1 and the reranker must find the answer the way they find it for a
-  real question, not by the words it was copied from;
-- `leading`: the text's first sentence, removed likewise;
-- `title`: the document's title (kept in the document: titles are part of what both models read).
+- `leading` (the default for `calibrate --corpus`): the text's first sentence, removed from that
+  document, so that stage 1 and the reranker must find the answer the way they find it for a real
+  question, not by the words it was copied from; a document's opening states what it is about, as a
+  question to it does;
+- `sentence`: any one sentence of the text, removed likewise (the inverse cloze task);
+- `title`: the document's title (kept in the document: titles are part of what both models read; too
+  easy to calibrate a floor on, docs/results.md §18).
 The documents they were removed from are indexed as a copy of the corpus (`corpus_without_spans`), so
 served stages run over what a real query meets.
 """

@@ -105,9 +105,9 @@ class CalibrateSettings(StrictSettings):
         "or an index directory: its doc store), each answered by the document it came from",
     )
     pseudo_kind: Literal["sentence", "leading", "title"] = Field(
-        "sentence",
-        description="corpus: a pseudo-query is one sentence taken out of its document (inverse cloze), its first "
-        "sentence likewise, or its title",
+        "leading",
+        description="corpus: a pseudo-query is its document's first sentence, taken out of it (chosen on real "
+        "claims, docs/results.md §18), any one sentence likewise (inverse cloze), or its title",
     )
     pseudo_queries: int = Field(400, ge=10, description="corpus: pseudo-queries written (one per document)")
     ood_queries: Path | None = Field(
