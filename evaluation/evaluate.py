@@ -160,6 +160,8 @@ def metrics(qrels: dict, run: dict, recall_k: int) -> dict[str, float]:
 
     names = list(dict.fromkeys([*CUTOFFS, f"recall@{recall_k}"]))
     run = {q: docs for q, docs in run.items() if docs}  # refused queries score 0 (make_comparable)
+    if not run:  # every query refused: ranx cannot build an empty run
+        return dict.fromkeys(names, 0.0)
     scores = evaluate(Qrels.from_dict(qrels), Run.from_dict(run), names, make_comparable=True)
     return {name: round(float(value), 4) for name, value in scores.items()}
 

@@ -104,3 +104,11 @@ def test_dev_only_evaluates_the_rerankers_held_out_queries(artifacts, tiny_beir,
     report = evaluate_dataset(settings.model_copy(update={"artifacts_dir": mine, "rerank": False, "recall_k": 5}))
     assert report["queries"] == 2 and report["dev_only"] is True
     assert report["recall_miss"]["relevant"] == 2
+
+
+def test_a_floor_that_refuses_every_query_scores_zero_not_an_error(artifacts, tiny_beir, tmp_path):
+    report = evaluate_dataset(
+        EvalSettings(data=tiny_beir, artifacts_dir=artifacts, eval_dir=tmp_path / "eval", recall_k=5, floor=1.0)
+    )
+    assert report["floor"]["refused_queries"] == 5 and set(report["two_stage_floor"].values()) == {0.0}
+    assert report["two_stage"]["ndcg@10"] > 0  # without the floor the same run answers
