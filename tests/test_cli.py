@@ -32,6 +32,16 @@ def test_bad_flag_value_is_a_usage_error_naming_the_flag(capsys):
     assert "--recall-k" in capsys.readouterr().err
 
 
+def test_a_bad_item_of_a_list_flag_names_the_flag(capsys):
+    from evaluation.settings import EvalSettings
+
+    sub, args = parse(["eval", "--cascade-ceilings", "0.5,1.5"])
+    with pytest.raises(SystemExit) as exit_:
+        settings_from_args(sub, EvalSettings, args)
+    assert exit_.value.code == 2
+    assert "--cascade-ceilings: Input should be less than 1" in capsys.readouterr().err
+
+
 def test_every_settings_field_has_a_flag():
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     for name in Settings.flat_fields():

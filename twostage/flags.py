@@ -42,8 +42,10 @@ def settings_from_args(parser: argparse.ArgumentParser, settings_cls: type[BaseS
 
 
 def _flag(loc: tuple) -> str:
-    """A validation error's place as the flag that sets it (a group's field is named alone)."""
-    return str(loc[-1] if loc else "settings").replace("_", "-")
+    """A validation error's place as the flag that sets it (a group's field is named alone; a list's item
+    by its list)."""
+    names = [part for part in loc if isinstance(part, str)]
+    return (names[-1] if names else "settings").replace("_", "-")
 
 
 def env_names(settings_cls: type[BaseSettings], name: str) -> list[str]:
