@@ -107,6 +107,19 @@ def test_cascade_reads_on_while_an_unread_candidate_could_take_first_place():
     assert cut.tolist() == [0, 1]
 
 
+def test_the_stopping_benchmark_simulates_servings_loop_and_its_variants_stop_no_later():
+    from benchmarks.cascade_stopping import reads
+
+    score, rng = Logistic(a=0.22, d=-0.89), np.random.default_rng(0)
+    for _ in range(200):
+        logits = rng.normal(0.0, 6.0, size=100).astype(np.float32)
+        keep, ceiling = int(rng.integers(10, 40)), float(rng.uniform(5.0, 25.0))
+        served = len(cascade_reads(np.arange(100), keep, lambda c, x=logits: x[c], score, ceiling)[0])
+        assert reads(logits, keep, score, ceiling) == served
+        assert reads(logits, keep, score, None) == keep
+        assert keep <= reads(logits, keep, score, ceiling, margin=4.0) <= served
+
+
 def test_a_ceiling_no_logit_reaches_reads_every_candidate_and_none_reads_the_keep(cascade_artifacts):
     high = Retriever.from_settings(Settings(artifacts_dir=cascade_artifacts, cascade_ceiling=0.999999))
     everything = high.search(QUERY, recall_k=60, top_k=10, floor=0.0, cascade_keep=0)
