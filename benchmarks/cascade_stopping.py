@@ -7,7 +7,7 @@ The served reranker reads every candidate once (hybrid, recall_k 100, the servin
 answer is built from those logits. The rules, each over keeps and ceilings:
 
 - serving's: read on 10 at a time while an unread candidate at the ceiling could still come first
-  (handler.rerank.cascade_reads, checked against this module's loop on every query);
+  (handler.rerank.cascade_reads itself; tests check this module's loop against it);
 - the same in steps of 5;
 - near miss: also stop once the last 10 read hold no candidate within `m` logits of the 10th best;
 - sides agree: read on only when stage 1's dense and BM25 top 10 share at most `tau` documents.
@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.machine import describe
 from evaluation.beir import load_beir, read_pairs
-from evaluation.evaluate import Scores, _max_by_doc, eval_index, metrics, run_queries, significance
+from evaluation.evaluate import Scores, eval_index, metrics, read_answer, run_queries, significance
 from evaluation.settings import EvalSettings
 from handler.calibration import Logistic
 from handler.pipeline import Retriever
@@ -60,10 +60,14 @@ def reads(
 
 
 def answer(scores: Scores, read: int) -> dict[str, float]:
-    """The served answer when the first `read` candidates were read (the rest below them, as eval does)."""
-    values = np.array(scores.served, dtype=np.float64)
-    values[read:] = -1.0 - np.arange(len(values) - read)
-    return _max_by_doc(scores.docs, values)
+    """The served answer when the first `read` candidates in stage-1 order were read (as eval builds it)."""
+    return read_answer(scores, np.arange(len(scores.docs)), read)
+
+
+def served_reads(scores: Scores, keep: int, score: Logistic, ceiling: float | None) -> int:
+    """What serving's own loop reads."""
+    order = np.arange(len(scores.docs))
+    return len(cascade_reads(order, keep, lambda candidates: scores.logits[candidates], score, ceiling)[0])
 
 
 def sides_overlap(retriever: Retriever, queries: dict[str, str]) -> dict[str, int]:
@@ -108,10 +112,7 @@ def run(args) -> None:
     for keep in args.keeps:
         for ceiling in args.ceilings:
             logit = reading_on_logit(ceiling, calibration)
-            served = {q: reads(s.logits, keep, score, logit) for q, s in scored.items()}
-            for q, s in scored.items():  # this loop is serving's
-                order = np.arange(len(s.docs))
-                assert len(cascade_reads(order, keep, lambda c, s=s: s.logits[c], score, logit)[0]) == served[q]
+            served = {q: served_reads(s, keep, score, logit) for q, s in scored.items()}
             name = f"keep {keep}, ceiling {ceiling:g}"
             print(row(name, served, scored, qrels, every, keep))
             steps = {q: reads(s.logits, keep, score, logit, block=5) for q, s in scored.items()}

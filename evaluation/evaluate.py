@@ -74,7 +74,12 @@ def cascade_read(scores: Scores, keep: int, score: Logistic, ceiling: float | No
 def cascaded(scores: Scores, keep: int, score: Logistic, ceiling: float | None = None) -> dict[str, float]:
     """The candidates the served reranker reads by their served score, the rest below them in the first
     pass's order (serving answers only from the first; recall@100 still sees the rest)."""
-    order, read = cascade_read(scores, keep, score, ceiling)
+    return read_answer(scores, *cascade_read(scores, keep, score, ceiling))
+
+
+def read_answer(scores: Scores, order: np.ndarray, read: int) -> dict[str, float]:
+    """The answer when the served reranker read `order`'s first `read`: those by their served score, the
+    rest below them in `order`."""
     if read == len(order):
         return _max_by_doc(scores.docs, scores.served)
     values = np.empty(len(scores.docs))
